@@ -64,9 +64,11 @@ def pnnx_executable() -> str:
 def run_pnnx(onnx_path: Path, workdir: Path, input_w: int, input_h: int, fp16: bool,
              log_path: Path) -> tuple[Path, Path]:
     """ONNX -> NCNN with pnnx; every by-product stays in `workdir`."""
+    source = workdir / "input.onnx"  # pnnx writes a simplified copy beside its input
+    shutil.copyfile(onnx_path, source)
     stem = workdir / "pnnx"
     param, weights = stem.with_suffix(".ncnn.param"), stem.with_suffix(".ncnn.bin")
-    command = [pnnx_executable(), str(onnx_path), f"inputshape=[1,3,{input_h},{input_w}]",
+    command = [pnnx_executable(), str(source), f"inputshape=[1,3,{input_h},{input_w}]",
                f"fp16={int(fp16)}", f"pnnxparam={stem}.pnnx.param", f"pnnxbin={stem}.pnnx.bin",
                f"pnnxpy={workdir / 'pnnx_model.py'}", f"pnnxonnx={stem}.pnnx.onnx",
                f"ncnnparam={param}", f"ncnnbin={weights}", f"ncnnpy={workdir / 'ncnn_model.py'}"]

@@ -10,8 +10,15 @@ import yaml
 from heads.activations import ACTIVATION_NAMES
 from heads.errors import InputError
 from heads.shufflenetv2 import STAGE_CHANNELS
-from heads.spec import (NANODET_MEAN_BGR, NANODET_STD_BGR, ArchSpec, BackboneSpec, HeadSpec,
-                        NeckSpec, default_class_names)
+from heads.spec import (
+    NANODET_MEAN_BGR,
+    NANODET_STD_BGR,
+    ArchSpec,
+    BackboneSpec,
+    HeadSpec,
+    NeckSpec,
+    default_class_names,
+)
 
 
 def read_config(path: str | Path) -> ArchSpec:

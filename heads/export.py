@@ -158,11 +158,15 @@ class PlusToLegacy(nn.Module):
         score32 = channel_max(cls32)
         stacked = torch.cat([cls64, dist64, channel_max(cls64)], 1)
         channels = stacked.shape[1]
-        pad_h = cls32.shape[2] - (2 * cls64.shape[2] - 1)  # 1 for even grids, 0 for odd
-        pad_w = cls32.shape[3] - (2 * cls64.shape[3] - 1)
-        placer = torch.ones(channels, 1, 1, 1, dtype=stacked.dtype)
-        placed = F.conv_transpose2d(stacked, placer, stride=2, output_padding=(pad_h, pad_w),
-                                    groups=channels)  # zeros on odd cells
+        # ConvTranspose k=2, s=2, pad=1 copies stride-64 cell X onto stride-32 cells 2X-1, 2X:
+        # the four cells whose firmware centres surround the Plus centre 64X (+-16 px).
+        ones = torch.ones(channels, 1, 2, 2, dtype=stacked.dtype)
+        placed = F.conv_transpose2d(stacked, ones, stride=2, padding=1, output_padding=1,
+                                    groups=channels)  # 2*H64 - 1 rows
+        missing_h = cls32.shape[2] - placed.shape[2]  # 1 for even stride-32 grids, 0 for odd
+        missing_w = cls32.shape[3] - placed.shape[3]
+        if missing_h or missing_w:
+            placed = F.pad(placed, (0, missing_w, 0, missing_h))
         num_classes = cls32.shape[1]
         cls64_up = placed[:, :num_classes]
         dist64_up = placed[:, num_classes:num_classes + 4]

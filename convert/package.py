@@ -1,0 +1,76 @@
+"""Write the model folder's JSON files and the optional .tar.gz."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.metadata
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from heads.errors import StageError
+from parity.model_folder import (
+    FIRMWARE_CONFIG_POOL,
+    FIRMWARE_JSON,
+    MANIFEST,
+    firmware_config_bytes,
+    firmware_model_json,
+)
+
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "numpy")
+MANIFEST_VERSION = 1
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tool_versions() -> dict[str, Any]:
+    return {"nanodet-unitv2": _version("nanodet-unitv2"),
+            "libraries": {name: _version(name) for name in LIBRARIES}}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_firmware_json(folder: Path, class_names: list[str], output_names: list[str]) -> None:
+    doc = firmware_model_json(class_names, output_names)
+    need = firmware_config_bytes(doc)
+    if need > FIRMWARE_CONFIG_POOL:
+        raise StageError("write", f"model.json needs ~{need} bytes to parse but the firmware "
+                         f"reads it into {FIRMWARE_CONFIG_POOL}: shorten the class names")
+    write_json(folder / FIRMWARE_JSON, doc)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    files = {p.name: sha256_of(p) for p in sorted(folder.iterdir())
+             if p.is_file() and p.name != MANIFEST}
+    manifest = {"manifest_version": MANIFEST_VERSION, **manifest, "files": files}
+    write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def write_tar(folder: Path, destination: Path, arcname: str) -> None:
+    """A reproducible .tar.gz: sorted entries, fixed owner and time."""
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        return info
+
+    with gzip.GzipFile(destination, "wb", compresslevel=9, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        tar.add(folder, arcname=arcname, recursive=False, filter=clean)
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=f"{arcname}/{path.name}", filter=clean)

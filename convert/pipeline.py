@@ -1,0 +1,293 @@
+"""The conversion pipeline: checkpoint -> verified UnitV2 / NCNN model folder.
+
+Stages: load, wrap, onnx-export, onnxsim, pnnx, lint, write, verify. Work
+happens in a temporary folder beside the output, renamed into place at the
+end; a failure before verification leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from torch import nn
+
+from convert.ncnn_lint import lint_param
+from convert.ncnn_param import Param
+from convert.package import sha256_of, tool_versions, write_firmware_json, write_manifest, write_tar
+from convert.stages import export_onnx, run_pnnx, simplify_onnx
+from convert.verify import VerifyResult, verify_folder
+from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
+from heads.export import LegacyLayout, PlusNativeLayout, PlusToLegacy
+from heads.loader import LoadedModel, load_detector
+from parity.firmware import MEAN_BGR, NORM_BGR
+from parity.model_folder import (
+    BIN_FILE,
+    LEGACY_INPUT,
+    ONNX_FILE,
+    PARAM_FILE,
+    SIM_ONNX_FILE,
+    legacy_output_names,
+)
+from parity.synthetic import default_frames
+
+Target = Literal["unitv2", "ncnn-latest"]
+FIRMWARE_INPUT_SIZE = (320, 256)
+STAGES = ("load", "wrap", "onnx-export", "onnxsim", "pnnx", "lint", "write", "verify")
+
+
+@dataclass
+class ConvertResult:
+    folder: Path
+    manifest: dict[str, Any]
+    verification: VerifyResult | None
+    tar: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        failed = self.verification is not None and not self.verification.passed
+        return EXIT_CHECK_FAILED if failed else EXIT_OK
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """'320x256' -> (320, 256); both multiples of 32."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError("--input-size", f"{text!r} is not WxH, e.g. 320x256") from None
+    if width <= 0 or height <= 0 or width % 32 or height % 32:
+        raise InputError("--input-size", f"{width}x{height}: width and height must be positive "
+                         "multiples of 32")
+    return width, height
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What the graph computes and how its blobs are named."""
+
+    wrapper: nn.Module
+    layout: Literal["legacy", "plus-native"]
+    input_name: str
+    output_names: list[str]
+    rewrite: dict[str, Any]
+
+
+def plan_export(loaded: LoadedModel, legacy_head: bool, stride64: str) -> ExportPlan:
+    spec = loaded.spec
+    if not spec.is_plus:
+        rewrite = {"strategy": "none",
+                   "detail": "legacy NanoDet head: already the firmware's layout; only blob "
+                             "names and output shapes are set"}
+        return ExportPlan(LegacyLayout(loaded.model), "legacy", LEGACY_INPUT,
+                          legacy_output_names(), rewrite)
+    if not legacy_head:
+        rewrite = {"strategy": "none", "detail": "NanoDet-Plus native layout (one output)"}
+        return ExportPlan(PlusNativeLayout(loaded.model), "plus-native", "data", ["output"],
+                          rewrite)
+    wrapper = PlusToLegacy(loaded.model, stride64=stride64)
+    rewrite = {"strategy": "plus-to-legacy", "centre_compensation": True, "stride64": stride64,
+               "reg_max_out": wrapper.reg_max_out,
+               "detail": "distances re-expressed from the firmware's (x+0.5)*stride centres as "
+                         "two-hot bin distributions; "
+                         + ("stride-64 predictions folded into even stride-32 cells"
+                            if stride64 == "fold" else "stride-64 level dropped")}
+    return ExportPlan(wrapper, "legacy", LEGACY_INPUT, legacy_output_names(), rewrite)
+
+
+class StageClock:
+    """Names each stage as it runs; errors from a stage carry its name."""
+
+    def __init__(self, report: Callable[[str], None] | None):
+        self.report = report or (lambda line: None)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        number = STAGES.index(name) + 1
+        self.report(f"[{number}/{len(STAGES)}] {name} ...")
+        start = time.perf_counter()
+        try:
+            yield
+        except ToolError:
+            raise
+        except Exception as exc:  # an unexpected failure still gets one line
+            raise StageError(name, f"{type(exc).__name__}: {exc}") from None
+        self.timings[name] = round(time.perf_counter() - start, 3)
+        self.report(f"[{number}/{len(STAGES)}] {name} done in {self.timings[name]:.1f}s")
+
+
+def _prepare_output(output: Path, force: bool) -> Path:
+    """A writable temporary folder beside `output` (same filesystem, atomic rename)."""
+    if output.exists() and not force:
+        raise InputError(output, "already exists; use --force to replace it")
+    parent = output.parent
+    if not parent.is_dir():
+        raise InputError(parent, "output location does not exist")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial",
+                                        dir=parent))
+        staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        return staging
+    except OSError as exc:
+        raise InputError(parent, f"output location is not writable ({exc.strerror})") from None
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    old = None
+    if output.exists():
+        old = output.with_name(f".{output.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        output.rename(old)
+    staging.rename(output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = None,
+                       class_names: str | Path | None = None, legacy_head: bool = False,
+                       output: str | Path | None = None,
+                       input_size: tuple[int, int] = FIRMWARE_INPUT_SIZE,
+                       target: Target = "unitv2", fp16: bool = True, stride64: str = "fold",
+                       tar: bool = False, force: bool = False, verify: bool = True,
+                       opset: int = 11, frames: list[tuple[str, Any]] | None = None,
+                       report: Callable[[str], None] | None = None) -> ConvertResult:
+    """Convert a NanoDet(-Plus) checkpoint into an NCNN model folder (see README)."""
+    checkpoint = Path(checkpoint)
+    width, height = input_size
+    if width % 32 or height % 32 or width <= 0 or height <= 0:
+        raise InputError("--input-size", f"{width}x{height}: must be multiples of 32")
+    if stride64 not in ("fold", "drop"):
+        raise InputError("--stride64", f"{stride64!r}: choose fold or drop")
+    if target not in ("unitv2", "ncnn-latest"):
+        raise InputError("--target", f"{target!r}: choose unitv2 or ncnn-latest")
+    output = Path(output) if output else Path.cwd() / f"{checkpoint.stem}-unitv2"
+    if output.exists() and not force:
+        raise InputError(output, "already exists; use --force to replace it")
+    clock = StageClock(report)
+    notes: list[str] = []
+
+    with clock.stage("load"):
+        loaded = load_detector(checkpoint, config, class_names)
+    with clock.stage("wrap"):
+        plan = plan_export(loaded, legacy_head, stride64)
+        notes += _plan_notes(loaded, plan, legacy_head, target, input_size)
+
+    staging = _prepare_output(output, force)
+    logs = Path(tempfile.mkdtemp(prefix="nanodet-unitv2-logs-"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="nanodet-unitv2-work-") as work_dir:
+            work = Path(work_dir)
+            onnx_path, sim_path = staging / ONNX_FILE, staging / SIM_ONNX_FILE
+            with clock.stage("onnx-export"):
+                export_onnx(plan.wrapper, onnx_path, width, height, plan.input_name,
+                            plan.output_names, opset)
+            with clock.stage("onnxsim"):
+                simplify_onnx(onnx_path, sim_path, logs / "onnxsim.log")
+            with clock.stage("pnnx"):
+                param_path, bin_path = run_pnnx(sim_path, work, width, height, fp16,
+                                                logs / "pnnx.log")
+                _name_blobs(param_path, plan)
+                shutil.copyfile(param_path, staging / PARAM_FILE)
+                shutil.copyfile(bin_path, staging / BIN_FILE)
+            with clock.stage("lint"):
+                _lint(staging / PARAM_FILE, staging / BIN_FILE, target)
+        with clock.stage("write"):
+            if plan.layout == "legacy":
+                write_firmware_json(staging, list(loaded.spec.class_names), plan.output_names)
+            manifest = _manifest(loaded, plan, input_size, target, fp16, opset, notes)
+            write_manifest(staging, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(logs, ignore_errors=True)
+
+    verification = None
+    if verify:
+        with clock.stage("verify"):
+            verification = verify_folder(loaded, staging / PARAM_FILE, staging / BIN_FILE,
+                                         plan.layout, plan.input_name, plan.output_names,
+                                         input_size, frames or default_frames())
+    manifest["verification"] = (
+        {"status": "passed" if verification.passed else "failed", **verification.to_dict()}
+        if verification else {"status": "skipped"})
+    manifest["stage_seconds"] = clock.timings
+    manifest = write_manifest(staging, {k: v for k, v in manifest.items() if k != "files"})
+    _move_into_place(staging, output)
+    tar_path = None
+    if tar:
+        tar_path = output.with_name(output.name + ".tar.gz")
+        partial = output.with_name(f".{output.name}.tar.gz.partial")
+        write_tar(output, partial, output.name)
+        partial.rename(tar_path)
+    return ConvertResult(output, manifest, verification, tar_path, notes)
+
+
+def _name_blobs(param_path: Path, plan: ExportPlan) -> None:
+    """pnnx names blobs in0/out0...; give them the names consumers look up."""
+    param = Param.read(param_path)
+    param.rename_blob("in0", plan.input_name)
+    for index, name in enumerate(plan.output_names):
+        param.rename_blob(f"out{index}", name)
+        if plan.layout == "legacy":
+            param.unbake_cell_reshape(name)
+    param.write(param_path)
+
+
+def _lint(param: Path, weights: Path, target: Target) -> None:
+    findings = lint_param(param, weights, target=target)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise StageError("lint", f"the {target} ncnn cannot run this model: {errors[0]}{more}")
+
+
+def _plan_notes(loaded: LoadedModel, plan: ExportPlan, legacy_head: bool, target: Target,
+                input_size: tuple[int, int]) -> list[str]:
+    notes = []
+    spec = loaded.spec
+    if legacy_head and not spec.is_plus:
+        notes.append("legacy NanoDet head: no rewrite needed; --legacy-head only sets the "
+                     "firmware's blob names and layout")
+    if plan.layout != "legacy" and target == "unitv2":
+        notes.append("native NanoDet-Plus layout: the UnitV2 firmware cannot decode it "
+                     "(add --legacy-head for the device)")
+    if target == "unitv2" and tuple(input_size) != FIRMWARE_INPUT_SIZE:
+        notes.append(f"the UnitV2 firmware feeds 320x256; this model is exported at "
+                     f"{input_size[0]}x{input_size[1]}")
+    expected_norm = tuple(round(1 / s, 6) for s in spec.std_bgr)
+    if spec.mean_bgr != MEAN_BGR or any(abs(a - b) > 2e-6 for a, b in zip(expected_norm,
+                                                                           NORM_BGR)):
+        notes.append(f"the model was trained with mean {spec.mean_bgr} / std {spec.std_bgr}; "
+                     "the firmware normalises with NanoDet's defaults")
+    return notes
+
+
+def _manifest(loaded: LoadedModel, plan: ExportPlan, input_size: tuple[int, int],
+              target: Target, fp16: bool, opset: int, notes: list[str]) -> dict[str, Any]:
+    ckpt = loaded.checkpoint
+    return {
+        "tool": tool_versions(),
+        "checkpoint": {"file": ckpt.path.name, "sha256": ckpt.sha256, "format": ckpt.format},
+        "architecture": loaded.spec.to_dict(),
+        "input": {"name": plan.input_name, "width": input_size[0], "height": input_size[1],
+                  "pixel_format": "BGR", "mean": list(MEAN_BGR), "norm": list(NORM_BGR),
+                  "letterbox": "long side to the net size, pad to it evenly with 0 "
+                               "(before normalising)"},
+        "layout": plan.layout,
+        "outputs": plan.output_names,
+        "rewrite": plan.rewrite,
+        "target": target,
+        "weights": "fp16" if fp16 else "fp32",
+        "onnx_opset": opset,
+        "notes": notes,
+    }
+
+
+__all__ = ["ConvertResult", "convert_checkpoint", "parse_input_size", "sha256_of"]

@@ -1,0 +1,35 @@
+"""One preprocessing for every tensor stage: letterbox a BGR frame, normalise.
+
+For 640x480 frames and a 320x256 net this is exactly the firmware's path
+(parity.firmware); other sizes letterbox the same way into the net size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from parity.firmware import Letterbox, letterbox_for, preprocess_frame_numpy
+
+
+def letterbox_into(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letterbox:
+    """The firmware's geometry when it yields net_w x net_h, else centred fit-and-pad."""
+    firmware = letterbox_for(frame_w, frame_h, max(net_w, net_h))
+    if (firmware.net_w, firmware.net_h) == (net_w, net_h):
+        return firmware
+    scale = min(net_w / frame_w, net_h / frame_h)
+    resized_w, resized_h = int(frame_w * scale), int(frame_h * scale)
+    return Letterbox(scale=float(np.float32(scale)), pad_left=(net_w - resized_w) // 2,
+                     pad_top=(net_h - resized_h) // 2, net_w=net_w, net_h=net_h,
+                     frame_w=frame_w, frame_h=frame_h, resized_w=resized_w, resized_h=resized_h)
+
+
+def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
+    """Normalised 1x3xHxW float32 input and the geometry to map boxes back."""
+    box = letterbox_into(frame_bgr.shape[1], frame_bgr.shape[0], net_w, net_h)
+    return preprocess_frame_numpy(frame_bgr, box), box
+
+
+def tensor_sha256(tensor: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(tensor, dtype=np.float32).tobytes()).hexdigest()

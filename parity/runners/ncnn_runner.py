@@ -1,0 +1,54 @@
+"""NCNN (pip build, fp32) as a runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ncnn
+import numpy as np
+
+from heads.errors import InputError
+
+
+class NcnnRunner:
+    def __init__(self, param: Path, weights: Path, input_name: str, output_names: list[str],
+                 name: str = "ncnn", threads: int = 1):
+        self.name = name
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.net = ncnn.Net()
+        self.net.opt.num_threads = threads
+        self.net.opt.use_fp16_storage = False
+        self.net.opt.use_fp16_packed = False
+        self.net.opt.use_fp16_arithmetic = False
+        if self.net.load_param(str(param)) != 0:
+            raise InputError(param, "ncnn cannot load this param file")
+        if self.net.load_model(str(weights)) != 0:
+            raise InputError(weights, "ncnn cannot load these weights (too short for the param?)")
+        blobs = set(self.net.input_names()) | set(self.net.output_names())
+        known = _param_blobs(param)
+        for blob in [input_name, *self.output_names]:
+            if blob not in known and blob not in blobs:
+                raise InputError(param, f"has no blob named {blob!r}")
+
+    def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
+        array = np.ascontiguousarray(feed[0], dtype=np.float32)  # ncnn.Mat borrows this memory
+        extractor = self.net.create_extractor()
+        extractor.input(self.input_name, ncnn.Mat(array))
+        outputs = {}
+        for blob in self.output_names:
+            status, mat = extractor.extract(blob)
+            if status != 0:
+                raise InputError(blob, f"ncnn could not compute blob {blob!r}")
+            outputs[blob] = np.array(mat, copy=True)
+        return outputs
+
+
+def _param_blobs(param: Path) -> set[str]:
+    blobs: set[str] = set()
+    for line in param.read_text().splitlines()[2:]:
+        parts = line.split()
+        if len(parts) >= 4:
+            n_in, n_out = int(parts[2]), int(parts[3])
+            blobs.update(parts[4:4 + n_in + n_out])
+    return blobs
