@@ -36,6 +36,7 @@ class VerifyResult:
     worst_iou: float = 1.0
     worst_score_diff: float = 0.0
     worst_edge_px: float = 0.0
+    stride64_only: int | None = None  # reference detections that need the stride-64 level
 
     @property
     def matched_fraction(self) -> float:
@@ -90,15 +91,19 @@ def verify_folder(loaded: LoadedModel, param: Path, weights: Path, layout: str, 
         feed, box = frame_to_tensor(frame, width, height)
         with torch.no_grad():
             logits = loaded.model(torch.from_numpy(feed))
-        reference = native_detections(levels_from_logits(logits, spec.head.strides),
-                                      spec.head.centre_offset, box)
+        levels = levels_from_logits(logits, spec.head.strides)
+        reference = native_detections(levels, spec.head.centre_offset, box)
+        if len(levels) > 3:
+            without = native_detections(levels[:3], spec.head.centre_offset, box)
+            kept = match_detections(reference, without, min_iou=MIN_IOU)
+            result.stride64_only = (result.stride64_only or 0) + len(kept.missing)
         outputs = runner.infer(feed)
         if layout == "legacy":
             converted = legacy_layout_detections(outputs, output_names, box)
         else:
-            levels = split_native_output(outputs[output_names[0]], spec.head.num_classes, width,
+            native = split_native_output(outputs[output_names[0]], spec.head.num_classes, width,
                                          height, spec.head.strides)
-            converted = native_detections(levels, spec.head.centre_offset, box)
+            converted = native_detections(native, spec.head.centre_offset, box)
         _accumulate(result, image, reference, converted, list(spec.class_names))
     return result
 

@@ -101,6 +101,21 @@ def _bin_offset_conv(out_bins: int) -> nn.Conv2d:
     return conv.requires_grad_(False)
 
 
+def _distance_placement() -> torch.Tensor:
+    """ConvTranspose weight [5, 4, 2, 2]: copy l, t, r, b; the 5th (ones) input adds the
+    shift from the Plus centre to the firmware centre of output cell 2X-1 (k=0) or 2X (k=1).
+    """
+    weight = torch.zeros(5, 4, 2, 2)
+    for side in range(4):
+        weight[side, side] = 1.0
+    towards = torch.tensor([-0.5, 0.5])  # l, t grow by 0.5 on the far side of the centre
+    weight[4, 0] = towards.view(1, 2).expand(2, 2)  # left: by kx
+    weight[4, 1] = towards.view(2, 1).expand(2, 2)  # top: by ky
+    weight[4, 2] = -towards.view(1, 2).expand(2, 2)  # right
+    weight[4, 3] = -towards.view(2, 1).expand(2, 2)  # bottom
+    return weight
+
+
 class PlusToLegacy(nn.Module):
     """NanoDet-Plus rewritten for a decoder that assumes legacy NanoDet geometry.
 
@@ -112,12 +127,12 @@ class PlusToLegacy(nn.Module):
     expectation give back d'. A right/bottom distance below half a stride
     cannot be shown from the firmware's centre: it clamps to 0 (residual).
 
-    Stride 64 (`fold`): each stride-64 cell (X, Y) is placed on stride-32 cell
-    (2X, 2Y), whose firmware centre (64X+16, 64Y+16) lies inside every box of
-    that cell with r, b >= 0.25 strides, and replaces that cell's own
-    prediction when its best class score is higher. Distances are re-expressed
-    in stride-32 units, so all levels get 2*reg_max+2 bins (the firmware reads
-    reg_max from the width). `drop` discards stride 64 (reg_max+1 bins).
+    Stride 64 (`fold`): each stride-64 prediction is copied onto the 2x2
+    stride-32 cells whose firmware centres surround its own centre, and
+    replaces a cell's own prediction where its best class score is higher.
+    Distances are re-expressed in stride-32 units, so all levels get
+    2*reg_max+2 bins (the firmware reads reg_max from the width). `drop`
+    discards stride 64 (reg_max+1 bins).
 
     `compensate=False` with `drop` is the naive rewrite (slices and sigmoid
     only), kept to show that parity checks catch it.
@@ -140,8 +155,11 @@ class PlusToLegacy(nn.Module):
             else head.reg_max
         self.out_bins = reg_max_out + 1
         self.expect = _expectation_conv(self.bins, 1.0, (0.5, 0.5, -0.5, -0.5))
-        self.expect64 = _expectation_conv(self.bins, 2.0, (0.5, 0.5, -0.5, -0.5))
+        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0))
         self.two_hot_offsets = _bin_offset_conv(self.out_bins)
+        self.register_buffer("place_scores", torch.ones(head.num_classes + 1, 1, 2, 2),
+                             persistent=False)
+        self.register_buffer("place_distances", _distance_placement(), persistent=False)
 
     @property
     def reg_max_out(self) -> int:
@@ -154,25 +172,35 @@ class PlusToLegacy(nn.Module):
 
     def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
                       dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Put stride-64 predictions on even stride-32 cells where they score higher."""
+        """Copy stride-64 predictions onto stride-32 cells where they score higher.
+
+        Stride-64 cell X goes to stride-32 cells 2X-1 and 2X (likewise in y): the
+        four cells whose firmware centres, 64X -+ 16 px, surround the Plus centre
+        64X. `dist64` is 2*d in stride-32 units from the Plus centre; the copy
+        adds -+0.5 per side according to the cell's side of the centre. Copies of
+        one prediction are identical boxes, so the firmware's NMS keeps one.
+        """
         score32 = channel_max(cls32)
-        stacked = torch.cat([cls64, dist64, channel_max(cls64)], 1)
-        channels = stacked.shape[1]
-        # ConvTranspose k=2, s=2, pad=1 copies stride-64 cell X onto stride-32 cells 2X-1, 2X:
-        # the four cells whose firmware centres surround the Plus centre 64X (+-16 px).
-        ones = torch.ones(channels, 1, 2, 2, dtype=stacked.dtype)
-        placed = F.conv_transpose2d(stacked, ones, stride=2, padding=1, output_padding=1,
-                                    groups=channels)  # 2*H64 - 1 rows
-        missing_h = cls32.shape[2] - placed.shape[2]  # 1 for even stride-32 grids, 0 for odd
-        missing_w = cls32.shape[3] - placed.shape[3]
-        if missing_h or missing_w:
-            placed = F.pad(placed, (0, missing_w, 0, missing_h))
+        scores64 = torch.cat([cls64, channel_max(cls64)], 1)
+        cls_up = self._place(scores64, self.place_scores[:scores64.shape[1]], cls32)
+        ones = dist64[:, :1] * 0.0 + 1.0
+        dist_up = self._place(torch.cat([dist64, ones], 1), self.place_distances, cls32)
         num_classes = cls32.shape[1]
-        cls64_up = placed[:, :num_classes]
-        dist64_up = placed[:, num_classes:num_classes + 4]
-        score64_up = placed[:, num_classes + 4:]
-        take = torch.clamp((score64_up - score32) * FOLD_SHARPNESS, 0.0, 1.0)
-        return cls32 + take * (cls64_up - cls32), dist32 + take * (dist64_up - dist32)
+        take = torch.clamp((cls_up[:, num_classes:] - score32) * FOLD_SHARPNESS, 0.0, 1.0)
+        cls = cls32 + take * (cls_up[:, :num_classes] - cls32)
+        return cls, dist32 + take * (dist_up - dist32)
+
+    @staticmethod
+    def _place(x: torch.Tensor, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """ConvTranspose k=2, s=2, pad=1: input cell X -> output cells 2X-1, 2X."""
+        groups = x.shape[1] if weight.shape[1] == 1 and weight.shape[0] == x.shape[1] else 1
+        out = F.conv_transpose2d(x, weight, stride=2, padding=1, output_padding=1,
+                                 groups=groups)  # 2*H64 - 1 rows
+        missing_h = like.shape[2] - out.shape[2]  # 1 for even stride-32 grids, 0 for odd
+        missing_w = like.shape[3] - out.shape[3]
+        if missing_h or missing_w:
+            out = F.pad(out, (0, missing_w, 0, missing_h))
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         levels = self.model(x)
