@@ -1,37 +1,119 @@
 """`convert`: NanoDet checkpoint -> UnitV2 / NCNN model folder.
 
-Exit codes: 0 done, 1 verification failed (folder written, marked failed),
-2 bad input or a stage error.
+Exit codes: 0 done, 1 verification failed (folder written, marked failed in
+manifest.json), 2 bad input or a stage error.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
+from convert.pipeline import ConvertResult, convert_checkpoint, parse_input_size
 from heads.cli_support import one_line_errors
 from heads.info import info_dict, info_lines
 from heads.loader import load_detector
 
-EXISTING_FILE = click.Path(path_type=Path)
+PATH = click.Path(path_type=Path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=EXISTING_FILE)
-@click.option("--config", type=EXISTING_FILE, help="Official NanoDet YAML config of the model.")
-@click.option("--class-names", type=EXISTING_FILE, help="Text file, one class name per line.")
+@click.argument("checkpoint", type=PATH)
+@click.option("--config", type=PATH, help="Official NanoDet YAML config of the model.")
+@click.option("--class-names", type=PATH, help="Text file, one class name per line.")
 @click.option("--info", is_flag=True, help="Print what was found or inferred, then stop.")
 @click.option("--json", "as_json", is_flag=True, help="With --info: print JSON.")
+@click.option("--legacy-head", is_flag=True,
+              help="Write the legacy layout the UnitV2 firmware decodes (rewrites NanoDet-Plus).")
+@click.option("-o", "--output", type=PATH,
+              help="Model folder to write [default: ./<checkpoint stem>-unitv2].")
+@click.option("--input-size", default="320x256", show_default=True,
+              help="Net input WxH, multiples of 32 (the firmware feeds 320x256).")
+@click.option("--target", type=click.Choice(["unitv2", "ncnn-latest"]), default="unitv2",
+              show_default=True, help="ncnn the .param must load in (lint rules).")
+@click.option("--fp16/--fp32", default=True, show_default=True,
+              help="Store weights as fp16 (as pnnx does) or fp32.")
+@click.option("--stride64", type=click.Choice(["fold", "drop"]), default="fold",
+              show_default=True, help="NanoDet-Plus stride-64 level under --legacy-head.")
+@click.option("--tar", is_flag=True, help="Also write <output>.tar.gz.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--no-verify", is_flag=True, help="Skip the quick parity check on real photos.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the result line.")
 @one_line_errors("convert")
 def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: bool,
-         as_json: bool) -> None:
-    """Convert a NanoDet / NanoDet-Plus CHECKPOINT for the M5Stack UnitV2."""
-    loaded = load_detector(checkpoint, config, class_names)
+         as_json: bool, legacy_head: bool, output: Path | None, input_size: str, target: str,
+         fp16: bool, stride64: str, tar: bool, force: bool, no_verify: bool,
+         quiet: bool) -> None:
+    """Convert a NanoDet / NanoDet-Plus CHECKPOINT for the M5Stack UnitV2.
+
+    Exit codes: 0 done, 1 verification failed (folder still written, marked
+    failed in manifest.json), 2 bad input or a stage error.
+    """
     if info:
+        loaded = load_detector(checkpoint, config, class_names)
         if as_json:
             click.echo(json.dumps(info_dict(loaded), indent=2))
         else:
             click.echo("\n".join(info_lines(loaded)))
         return
+    console = Console(stderr=True, highlight=False)
+    size = parse_input_size(input_size)
+    with console.status("converting ...") as status:
+        def report(line: str) -> None:
+            if line.endswith("..."):
+                status.update(line)
+            elif not quiet:
+                console.print(line)
+
+        result = convert_checkpoint(
+            checkpoint, config=config, class_names=class_names, legacy_head=legacy_head,
+            output=output, input_size=size, target=target, fp16=fp16, stride64=stride64,
+            tar=tar, force=force, verify=not no_verify, report=report)
+    if not quiet:
+        print_summary(console, result)
+    verdict = {0: "written", 1: "written, VERIFICATION FAILED"}[result.exit_code]
+    click.echo(f"{result.folder} {verdict}")
+    sys.exit(result.exit_code)
+
+
+def print_summary(console: Console, result: ConvertResult) -> None:
+    manifest = result.manifest
+    table = Table(title="nanodet-unitv2 conversion", show_header=False, title_justify="left")
+    table.add_row("model", manifest["architecture"]["head"]["kind"] + ", "
+                  + f"{len(manifest['architecture']['class_names'])} classes")
+    table.add_row("layout", manifest["layout"] + f" (input {manifest['input']['name']} "
+                  f"{manifest['input']['width']}x{manifest['input']['height']})")
+    table.add_row("rewrite", manifest["rewrite"]["detail"])
+    table.add_row("target", f"{manifest['target']}, {manifest['weights']} weights")
+    table.add_row("files", ", ".join(manifest["files"]))
+    if result.tar:
+        table.add_row("archive", str(result.tar))
+    check = result.verification
+    if check is None:
+        table.add_row("verify", "skipped (--no-verify)")
+    else:
+        colour = "green" if check.passed else "red"
+        table.add_row("verify", f"[{colour}]{'passed' if check.passed else 'FAILED'}[/]: "
+                      f"{check.summary()}")
+        for miss in check.missing[:5]:
+            table.add_row("", f"missing {miss['class']} {miss['score']} in {miss['image']}")
+        for extra in check.extra[:5]:
+            table.add_row("", f"extra {extra['class']} {extra['score']} in {extra['image']}")
+        rewrite = manifest["rewrite"]
+        if check.stride64_only is not None and rewrite.get("strategy") == "plus-to-legacy":
+            if rewrite["stride64"] == "fold":
+                table.add_row("stride 64", f"{check.stride64_only} of "
+                              f"{check.reference_detections} detections need the stride-64 "
+                              "level: --stride64 drop would lose them")
+            else:
+                table.add_row("stride 64", f"dropped: {check.stride64_only} of "
+                              f"{check.reference_detections} detections needed it "
+                              "(--stride64 fold keeps them)")
+    for note in result.notes:
+        table.add_row("note", note)
+    console.print(table)

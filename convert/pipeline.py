@@ -96,7 +96,8 @@ def plan_export(loaded: LoadedModel, legacy_head: bool, stride64: str) -> Export
                "reg_max_out": wrapper.reg_max_out,
                "detail": "distances re-expressed from the firmware's (x+0.5)*stride centres as "
                          "two-hot bin distributions; "
-                         + ("stride-64 predictions folded into even stride-32 cells"
+                         + ("stride-64 predictions copied onto the surrounding stride-32 cells "
+                            "where they score higher"
                             if stride64 == "fold" else "stride-64 level dropped")}
     return ExportPlan(wrapper, "legacy", LEGACY_INPUT, legacy_output_names(), rewrite)
 
@@ -117,7 +118,7 @@ class StageClock:
             yield
         except ToolError:
             raise
-        except Exception as exc:  # an unexpected failure still gets one line
+        except Exception as exc:  # noqa: BLE001 - any failure in a stage is one line
             raise StageError(name, f"{type(exc).__name__}: {exc}") from None
         self.timings[name] = round(time.perf_counter() - start, 3)
         self.report(f"[{number}/{len(STAGES)}] {name} done in {self.timings[name]:.1f}s")

@@ -110,8 +110,8 @@ def infer_spec(sd: Mapping[str, torch.Tensor]) -> ArchSpec:
     head = _head(sd, len(neck.in_channels) + neck.num_extra_level)
     if neck.kind == "PAN" and head.kind == "NanoDetPlusHead":
         raise UnknownArchitecture("a PAN neck with a head without gfl_reg is no released NanoDet")
-    notes = (f"activation is not stored in the weights: assumed {DEFAULT_ACTIVATION} "
-             "(NanoDet's default); give --config if the model used another",
+    notes = ((f"activation is not stored in the weights: assumed {DEFAULT_ACTIVATION} "
+              "(NanoDet's default); give --config if the model used another"),
              f"class names not given: using class0..class{head.num_classes - 1}")
     return ArchSpec(backbone=backbone, neck=neck, head=head,
                     class_names=default_class_names(head.num_classes), input_size=None,

@@ -24,17 +24,19 @@ def info_lines(loaded: LoadedModel) -> list[str]:
     if n["kind"] == "GhostPAN":
         neck += (f", kernel {n['kernel_size']}, extra levels {n['num_extra_level']}, "
                  f"depthwise {n['use_depthwise']}, {n['activation']}")
+    source = "from config" if d["architecture_source"] == "config" else "inferred"
     return [
         f"checkpoint   {d['checkpoint']}",
         f"format       {d['format']}",
         f"sha256       {d['sha256']}",
-        f"architecture {d['summary']} ({'from config' if d['architecture_source'] == 'config' else 'inferred'})",
-        f"backbone     ShuffleNetV2 {b['model_size']}, out_stages {b['out_stages']}, "
-        f"{b['activation']}",
+        f"architecture {d['summary']} ({source})",
+        (f"backbone     ShuffleNetV2 {b['model_size']}, out_stages {b['out_stages']}, "
+         f"{b['activation']}"),
         f"neck         {neck}",
-        f"head         {h['kind']}: {h['num_classes']} classes, reg_max {h['reg_max']}, strides "
-        f"{h['strides']}, {h['stacked_convs']} stacked {h['kernel_size']}x{h['kernel_size']} "
-        f"{'depthwise ' if h['depthwise'] else ''}convs, {h['activation']}",
+        (f"head         {h['kind']}: {h['num_classes']} classes, reg_max {h['reg_max']}, "
+         f"strides {h['strides']}, {h['stacked_convs']} stacked "
+         f"{h['kernel_size']}x{h['kernel_size']} {'depthwise ' if h['depthwise'] else ''}convs, "
+         f"{h['activation']}"),
         f"input size   {d['input_size'] or 'unknown (no config)'}",
         f"classes      {shown}",
         f"parameters   {d['parameters']:,}",

@@ -61,7 +61,7 @@ def seeded_state_dict(spec: ArchSpec, seed: int = 0) -> dict[str, torch.Tensor]:
         for name, tensor in model.state_dict().items():
             if name.endswith("running_var"):
                 tensor.uniform_(0.5, 1.5)
-            elif name.endswith("running_mean") or name.endswith(".bias"):
+            elif name.endswith(("running_mean", ".bias")):
                 tensor.uniform_(-0.1, 0.1)
     return {k: v.clone() for k, v in model.state_dict().items()}
 

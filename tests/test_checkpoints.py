@@ -7,8 +7,15 @@ import torch
 
 from heads.checkpoint import read_checkpoint
 from heads.loader import load_detector
-from tests.conftest import (LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, SHARED_MODELS, photo,
-                            plain_tensor)
+from tests.conftest import (
+    LEGACY_CFG,
+    LEGACY_PTH,
+    PLUS_CFG,
+    PLUS_PTH,
+    SHARED_MODELS,
+    photo,
+    plain_tensor,
+)
 
 
 def _noisy(sd: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:

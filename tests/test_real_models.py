@@ -9,8 +9,15 @@ import torch
 
 from heads.decode import levels_from_logits, native_decode
 from heads.loader import load_detector
-from tests.conftest import (LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, REFERENCE_NCNN, photo,
-                            plain_tensor)
+from tests.conftest import (
+    LEGACY_CFG,
+    LEGACY_PTH,
+    PLUS_CFG,
+    PLUS_PTH,
+    REFERENCE_NCNN,
+    photo,
+    plain_tensor,
+)
 
 LEGACY_BLOBS = ["792", "795", "814", "817", "836", "839"]  # cls, dis per stride 8/16/32
 

@@ -1,0 +1,91 @@
+"""The Plus->legacy rewrite in PyTorch: what the firmware decodes equals Plus's own decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from heads.decode import expected_distances, levels_from_logits
+from heads.detector import build_detector
+from heads.export import PlusToLegacy, channel_max
+from heads.loader import load_detector
+from parity.detect import legacy_layout_detections, native_detections
+from parity.match import match_detections
+from parity.model_folder import legacy_output_names
+from parity.preprocess import frame_to_tensor
+from parity.synthetic import default_frames
+from tests.conftest import PLUS_PTH, seeded_state_dict, small_spec
+
+
+@pytest.fixture(scope="module")
+def plus():
+    return load_detector(PLUS_PTH)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return default_frames(40)
+
+
+def firmware_vs_native(loaded, wrapper, frames) -> tuple[int, int, int]:
+    """(matched at IoU >= 0.95 and |score diff| <= 0.01, reference count, extra)."""
+    matched = total = extra = 0
+    names = legacy_output_names()
+    for _, frame in frames:
+        feed, box = frame_to_tensor(frame, 320, 256)
+        with torch.no_grad():
+            tensor = torch.from_numpy(feed)
+            levels = levels_from_logits(loaded.model(tensor), loaded.spec.head.strides)
+            outputs = {n: o[0].numpy() for n, o in zip(names, wrapper(tensor))}
+        reference = native_detections(levels, loaded.spec.head.centre_offset, box)
+        converted = legacy_layout_detections(outputs, names, box)
+        m = match_detections(reference, converted)
+        good = (m.iou >= 0.95) & (m.score_diff <= 0.01) & m.same_label
+        matched, total, extra = matched + int(good.sum()), total + len(reference), \
+            extra + len(m.extra)
+    return matched, total, extra
+
+
+def test_fold_reproduces_plus_detections(plus, frames):
+    matched, total, extra = firmware_vs_native(plus, PlusToLegacy(plus.model, "fold"), frames)
+    assert total > 100
+    assert matched / total >= 0.99 and extra == 0
+
+
+def test_drop_loses_large_objects(plus, frames):
+    matched, total, _ = firmware_vs_native(plus, PlusToLegacy(plus.model, "drop"), frames)
+    assert matched < total  # the stride-64 level carries detections the firmware then misses
+
+
+def test_naive_rewrite_fails(plus, frames):
+    naive = PlusToLegacy(plus.model, "drop", compensate=False)
+    matched, total, _ = firmware_vs_native(plus, naive, frames)
+    assert matched / total < 0.5  # every box shifted by half a stride
+
+
+@pytest.mark.parametrize("reg_max", [7, 10])
+def test_two_hot_expectation_is_the_distance(reg_max):
+    spec = small_spec(True, reg_max=reg_max)
+    model = build_detector(spec)
+    model.load_state_dict(seeded_state_dict(spec))
+    wrapper = PlusToLegacy(model, "fold")
+    assert wrapper.reg_max_out == 2 * reg_max + 1
+    d = torch.linspace(0, wrapper.reg_max_out, 301).view(1, 1, 1, -1).repeat(1, 4, 1, 1)
+    logits = wrapper.two_hot_logits(d)[0].reshape(4 * wrapper.out_bins, -1).T.numpy()
+    # the probability floor leaks at most floor * sum(k) bins: < 1e-4 strides
+    np.testing.assert_allclose(expected_distances(logits), d[0, :, 0].T.numpy(), atol=1e-4)
+    below = wrapper.two_hot_logits(torch.full((1, 4, 1, 1), -0.4))  # r, b < 0.5 stride
+    assert expected_distances(below[0].reshape(-1, 1).T.numpy())[0] == pytest.approx(
+        [0, 0, 0, 0], abs=1e-4)  # clamps to the firmware centre: the documented residual
+
+
+def test_channel_max_matches_amax():
+    x = torch.randn(1, 81, 5, 7)
+    assert torch.equal(channel_max(x), x.amax(1, keepdim=True))
+
+
+def test_rewrite_rejects_a_legacy_model():
+    model = build_detector(small_spec(False))
+    with pytest.raises(ValueError):
+        PlusToLegacy(model)
