@@ -77,16 +77,19 @@ class Param:
             if layer.type == "Input" and layer.name == old:
                 layer.name = new
 
-    def unbake_cell_reshape(self, output_blob: str) -> bool:
-        """Make the Reshape feeding `output_blob` (via a Permute) infer the cell count.
+    def unbake_cell_counts(self, cell_counts: set[int]) -> int:
+        """Let Reshapes infer the cell count instead of holding the export size's.
 
-        pnnx resolves `reshape(1, C, -1)` to the export size; -1 keeps the
-        model usable at any input size. Returns whether a Reshape was changed.
+        pnnx resolves `reshape(..., -1)` to numbers; in the graphs this tool
+        exports, cells are always the innermost (w) axis, so a Reshape whose w is
+        one of the levels' cell counts gets w = -1 back. Returns how many changed.
         """
-        layer = self.producer(output_blob)
-        if layer.type == "Permute":
-            layer = self.producer(layer.bottoms[0])
-        if layer.type != "Reshape" or layer.get(0) is None or layer.get(2) is not None:
-            return False
-        layer.set(0, "-1")
-        return True
+        changed = 0
+        for layer in self.layers:
+            if layer.type != "Reshape" or "-1" in (layer.get(1), layer.get(2)):
+                continue
+            w = layer.get(0)
+            if w is not None and w.lstrip("-").isdigit() and int(w) in cell_counts:
+                layer.set(0, "-1")
+                changed += 1
+        return changed

@@ -30,6 +30,7 @@ from parity.firmware import MEAN_BGR, NORM_BGR
 from parity.model_folder import (
     BIN_FILE,
     LEGACY_INPUT,
+    LEGACY_STRIDES,
     ONNX_FILE,
     PARAM_FILE,
     SIM_ONNX_FILE,
@@ -194,7 +195,7 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
             with clock.stage("pnnx"):
                 param_path, bin_path = run_pnnx(sim_path, work, width, height, fp16,
                                                 logs / "pnnx.log")
-                _name_blobs(param_path, plan)
+                _name_blobs(param_path, plan, input_size)
                 shutil.copyfile(param_path, staging / PARAM_FILE)
                 shutil.copyfile(bin_path, staging / BIN_FILE)
             with clock.stage("lint"):
@@ -230,14 +231,16 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
     return ConvertResult(output, manifest, verification, tar_path, notes)
 
 
-def _name_blobs(param_path: Path, plan: ExportPlan) -> None:
-    """pnnx names blobs in0/out0...; give them the names consumers look up."""
+def _name_blobs(param_path: Path, plan: ExportPlan, input_size: tuple[int, int]) -> None:
+    """pnnx names blobs in0/out0...; give them the names consumers look up, and keep the
+    input size out of the legacy layout's Reshapes."""
     param = Param.read(param_path)
     param.rename_blob("in0", plan.input_name)
     for index, name in enumerate(plan.output_names):
         param.rename_blob(f"out{index}", name)
-        if plan.layout == "legacy":
-            param.unbake_cell_reshape(name)
+    if plan.layout == "legacy":
+        width, height = input_size
+        param.unbake_cell_counts({(width // s) * (height // s) for s in LEGACY_STRIDES})
     param.write(param_path)
 
 

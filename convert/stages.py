@@ -64,6 +64,7 @@ def pnnx_executable() -> str:
 def run_pnnx(onnx_path: Path, workdir: Path, input_w: int, input_h: int, fp16: bool,
              log_path: Path) -> tuple[Path, Path]:
     """ONNX -> NCNN with pnnx; every by-product stays in `workdir`."""
+    workdir = workdir.resolve()
     source = workdir / "input.onnx"  # pnnx writes a simplified copy beside its input
     shutil.copyfile(onnx_path, source)
     stem = workdir / "pnnx"

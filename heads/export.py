@@ -10,13 +10,13 @@
   yields the Plus boxes. See `PlusToLegacy` for the two rewrites.
 
 Every op here exists in the firmware's ncnn (early 2021) and no tensor has more
-than 3 dims after the batch dim. Reductions over channels are written as
-trees of `torch.maximum`: `torch.amax` would export to a Reduction whose axes
-that ncnn reads differently.
+than 3 dims after the batch dim. The max over classes is a max pooling, not
+`torch.amax`, whose Reduction that ncnn reads on other axes.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -25,7 +25,7 @@ from torch import nn
 
 from heads.detector import NanoDet
 
-TWO_HOT_FLOOR = 1e-7  # probability floor of the two-hot bins (log: -16.1)
+DISTRIBUTION_FLOOR = 1e-7  # probability of the unused bins (log: -16.1)
 FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
 
 Stride64 = Literal["fold", "drop"]
@@ -64,14 +64,19 @@ class PlusNativeLayout(nn.Module):
         return torch.cat(levels, 2).permute(0, 2, 1)
 
 
-def channel_max(x: torch.Tensor) -> torch.Tensor:
-    """Max over dim 1 as a tree of elementwise maxima: [1, C, H, W] -> [1, 1, H, W]."""
-    while x.shape[1] > 1:
-        if x.shape[1] % 2:
-            x = torch.cat([x, x[:, :1]], 1)  # a duplicate does not change the max
-        half = x.shape[1] // 2
-        x = torch.maximum(x[:, :half], x[:, half:])
-    return x
+def _cells(t: torch.Tensor) -> torch.Tensor:
+    """[1, K, H, W] -> [1, K, 1, H*W]: the same cells in one row."""
+    return t.reshape(1, t.shape[1], 1, -1)
+
+
+def _class_max(cells: torch.Tensor, classes: int) -> torch.Tensor:
+    """[1, C, 1, N] -> [1, 1, 1, N]: best class score per cell, as one max-pooling layer.
+
+    (torch.amax would export to a Reduction whose axes the firmware's ncnn reads
+    differently; a (C x 1) max pool over the class rows is exact and old-ncnn safe.)
+    """
+    rows = cells.reshape(1, 1, classes, -1)
+    return F.max_pool2d(rows, kernel_size=(classes, 1))
 
 
 def side_softmax(dis: torch.Tensor, bins: int) -> torch.Tensor:
@@ -79,25 +84,42 @@ def side_softmax(dis: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.cat([torch.softmax(side, dim=1) for side in dis.split(bins, dim=1)], 1)
 
 
-def _expectation_conv(bins: int, scale: float, shift: tuple[float, ...]) -> nn.Conv2d:
-    """1x1 conv: per side, scale * sum_k k * p_k + shift[side]."""
-    conv = nn.Conv2d(4 * bins, 4, 1)
+def _expectation_conv(bins: int, scale: float, shift: tuple[float, ...],
+                      ones: bool = False) -> nn.Conv2d:
+    """1x1 conv: per side, scale * sum_k k * p_k + shift[side] (+ a channel of ones)."""
+    conv = nn.Conv2d(4 * bins, 5 if ones else 4, 1)
     with torch.no_grad():
         conv.weight.zero_()
         for side in range(4):
             conv.weight[side, side * bins:(side + 1) * bins, 0, 0] = scale * torch.arange(bins)
-        conv.bias.copy_(torch.tensor(shift))
+        conv.bias.copy_(torch.tensor([*shift, 1.0] if ones else shift))
     return conv.requires_grad_(False)
 
 
-def _bin_offset_conv(out_bins: int) -> nn.Conv2d:
-    """1x1 conv: per side s and bin k, distance[s] - k."""
-    conv = nn.Conv2d(4, 4 * out_bins, 1)
+def _endpoint_conv(bins: int) -> nn.Conv2d:
+    """1x1 conv: per side s, [1 - d[s]/K, d[s]/K] with K = bins - 1 (low halves first)."""
+    top = bins - 1
+    conv = nn.Conv2d(4, 8, 1)
     with torch.no_grad():
         conv.weight.zero_()
         for side in range(4):
-            conv.weight[side * out_bins:(side + 1) * out_bins, side, 0, 0] = 1.0
-        conv.bias.copy_(-torch.arange(out_bins, dtype=torch.float32).repeat(4))
+            conv.weight[side, side, 0, 0] = -1.0 / top
+            conv.weight[4 + side, side, 0, 0] = 1.0 / top
+        conv.bias.copy_(torch.tensor([1.0] * 4 + [0.0] * 4))
+    return conv.requires_grad_(False)
+
+
+def _spread_conv(bins: int) -> nn.Conv2d:
+    """1x1 conv: [log p_0, log p_K] per side -> all bins, the inner ones at the floor."""
+    top = bins - 1
+    conv = nn.Conv2d(8, 4 * bins, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(math.log(DISTRIBUTION_FLOOR))
+        for side in range(4):
+            conv.weight[side * bins, side, 0, 0] = 1.0
+            conv.weight[side * bins + top, 4 + side, 0, 0] = 1.0
+            conv.bias[side * bins] = conv.bias[side * bins + top] = 0.0
     return conv.requires_grad_(False)
 
 
@@ -116,23 +138,43 @@ def _distance_placement() -> torch.Tensor:
     return weight
 
 
+def _compose(first: nn.Conv2d, second: nn.Conv2d) -> nn.Conv2d:
+    """The 1x1 conv equal to `second(first(x))`."""
+    conv = nn.Conv2d(first.in_channels, second.out_channels, 1)
+    with torch.no_grad():
+        w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+        conv.weight.copy_((w2 @ w1)[:, :, None, None])
+        conv.bias.copy_(w2 @ first.bias + second.bias)
+    return conv.requires_grad_(False)
+
+
+def _distance_logits(endpoints: nn.Conv2d, spread: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Logits whose softmax expectation is the distance d: mass d/K on bin K, 1 - d/K on 0.
+
+    Only 8 logarithms per cell; the clamp fuses into the conv as ncnn's Clip
+    activation and keeps d < 0 (a right/bottom edge left of the firmware centre)
+    at 0. The inner bins sit at the floor probability.
+    """
+    return spread(torch.log(torch.clamp(endpoints(x), DISTRIBUTION_FLOOR, 1.0)))
+
+
 class PlusToLegacy(nn.Module):
     """NanoDet-Plus rewritten for a decoder that assumes legacy NanoDet geometry.
 
     Centre offset: Plus predicts distances from x*stride, the firmware measures
     them from (x+0.5)*stride. Per side the graph takes Plus's expected
     distance d (in strides), shifts it by +0.5 (left, top) or -0.5 (right,
-    bottom), and emits a two-hot distribution over widened bins as log
-    probabilities, log(max(1 - |d' - k|, floor)); the firmware's softmax and
+    bottom), and emits logits of a distribution over K+1 widened bins with
+    mass d'/K on bin K and 1 - d'/K on bin 0; the firmware's softmax and
     expectation give back d'. A right/bottom distance below half a stride
     cannot be shown from the firmware's centre: it clamps to 0 (residual).
 
     Stride 64 (`fold`): each stride-64 prediction is copied onto the 2x2
     stride-32 cells whose firmware centres surround its own centre, and
     replaces a cell's own prediction where its best class score is higher.
-    Distances are re-expressed in stride-32 units, so all levels get
-    2*reg_max+2 bins (the firmware reads reg_max from the width). `drop`
-    discards stride 64 (reg_max+1 bins).
+    Distances are re-expressed in stride-32 units, so stride 32 gets
+    2*reg_max+2 bins; strides 8 and 16 get reg_max+2 (the firmware reads
+    reg_max per level from the dis width). `drop` discards stride 64.
 
     `compensate=False` with `drop` is the naive rewrite (slices and sigmoid
     only), kept to show that parity checks catch it.
@@ -148,27 +190,30 @@ class PlusToLegacy(nn.Module):
         if stride64 == "fold" and not compensate:
             raise ValueError("folding stride 64 needs the centre compensation")
         self.model = model
+        self.num_classes = head.num_classes
         self.fold = stride64 == "fold"
         self.compensate = compensate
         self.bins = head.reg_max + 1
-        reg_max_out = (2 * head.reg_max + 1 if self.fold else head.reg_max + 1) if compensate \
-            else head.reg_max
-        self.out_bins = reg_max_out + 1
+        widened = head.reg_max + 2 if compensate else self.bins  # room for d + 0.5
+        self.level_bins = (widened, widened, 2 * head.reg_max + 2 if self.fold else widened)
         self.expect = _expectation_conv(self.bins, 1.0, (0.5, 0.5, -0.5, -0.5))
-        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0))
-        self.two_hot_offsets = _bin_offset_conv(self.out_bins)
-        self.register_buffer("place_scores", torch.ones(head.num_classes + 1, 1, 2, 2),
+        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0), ones=True)
+        self.endpoints = nn.ModuleList(_endpoint_conv(b) for b in self.level_bins)
+        self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
+        # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
+        self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
+        self.register_buffer("place_scores", torch.ones(head.num_classes, 1, 2, 2),
                              persistent=False)
         self.register_buffer("place_distances", _distance_placement(), persistent=False)
 
     @property
-    def reg_max_out(self) -> int:
-        return self.out_bins - 1
+    def reg_max_out(self) -> tuple[int, ...]:
+        """reg_max the firmware infers per level from the dis width."""
+        return tuple(b - 1 for b in self.level_bins)
 
-    def two_hot_logits(self, distance: torch.Tensor) -> torch.Tensor:
-        """[1, 4, H, W] distances (strides) -> [1, 4*out_bins, H, W] log-probabilities."""
-        hat = 1.0 - self.two_hot_offsets(distance).abs()
-        return torch.log(torch.clamp(hat, TWO_HOT_FLOOR, 1.0))
+    def distance_logits(self, distance: torch.Tensor, level: int = 2) -> torch.Tensor:
+        """[1, 4, H, W] distances (strides) -> [1, 4*bins, H, W] logits."""
+        return _distance_logits(self.endpoints[level], self.spread[level], distance)
 
     def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
                       dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,19 +221,19 @@ class PlusToLegacy(nn.Module):
 
         Stride-64 cell X goes to stride-32 cells 2X-1 and 2X (likewise in y): the
         four cells whose firmware centres, 64X -+ 16 px, surround the Plus centre
-        64X. `dist64` is 2*d in stride-32 units from the Plus centre; the copy
-        adds -+0.5 per side according to the cell's side of the centre. Copies of
-        one prediction are identical boxes, so the firmware's NMS keeps one.
+        64X. `dist64` holds 2*d in stride-32 units from the Plus centre and a
+        channel of ones; the copy adds -+0.5 per side according to the cell's
+        side of the centre. Copies of one prediction are identical boxes, so the
+        firmware's NMS keeps one. The blend works on cells in one row,
+        [1, K, 1, H*W], and returns them so (few layers: cheap in ncnn).
         """
-        score32 = channel_max(cls32)
-        scores64 = torch.cat([cls64, channel_max(cls64)], 1)
-        cls_up = self._place(scores64, self.place_scores[:scores64.shape[1]], cls32)
-        ones = dist64[:, :1] * 0.0 + 1.0
-        dist_up = self._place(torch.cat([dist64, ones], 1), self.place_distances, cls32)
-        num_classes = cls32.shape[1]
-        take = torch.clamp((cls_up[:, num_classes:] - score32) * FOLD_SHARPNESS, 0.0, 1.0)
-        cls = cls32 + take * (cls_up[:, :num_classes] - cls32)
-        return cls, dist32 + take * (dist_up - dist32)
+        cls_up = _cells(self._place(cls64, self.place_scores, cls32))
+        dist_up = _cells(self._place(dist64, self.place_distances, cls32))
+        cls32, dist32 = _cells(cls32), _cells(dist32)
+        classes = self.num_classes
+        take = torch.clamp((_class_max(cls_up, classes) - _class_max(cls32, classes))
+                           * FOLD_SHARPNESS, 0.0, 1.0)
+        return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
 
     @staticmethod
     def _place(x: torch.Tensor, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -210,10 +255,14 @@ class PlusToLegacy(nn.Module):
             if not self.compensate:
                 outputs += [flatten_cells(cls), flatten_cells(dis)]
                 continue
-            dist = self.expect(side_softmax(dis, self.bins))
+            prob = side_softmax(dis, self.bins)
             if index == 2 and self.fold:
                 cls64_logits, dis64 = levels[3]
                 dist64 = self.expect64(side_softmax(dis64, self.bins))
-                cls, dist = self.fold_stride64(cls, dist, torch.sigmoid(cls64_logits), dist64)
-            outputs += [flatten_cells(cls), flatten_cells(self.two_hot_logits(dist))]
+                cls, dist = self.fold_stride64(cls, self.expect(prob),
+                                               torch.sigmoid(cls64_logits), dist64)
+                dis_out = _distance_logits(self.endpoints[index], self.spread[index], dist)
+            else:
+                dis_out = _distance_logits(self.direct[index], self.spread[index], prob)
+            outputs += [flatten_cells(cls), flatten_cells(dis_out)]
         return tuple(outputs)

@@ -368,7 +368,7 @@ def _check_levels(
             f"got {len(cls_levels)} cls and {len(dis_levels)} dis"
         )
     levels = []
-    num_class = bins = None
+    num_class = None
     for k, (cls, dis, stride) in enumerate(zip(cls_levels, dis_levels, strides)):
         cls, dis = _as_rows(cls), _as_rows(dis)
         if cls.ndim != 2 or dis.ndim != 2:
@@ -393,13 +393,13 @@ def _check_levels(
             raise ValueError(
                 f"level {k} (stride {stride}): dis width {dis.shape[1]} is not 4 * (reg_max + 1)"
             )
+        # reg_max may differ per level: generate_proposals reads dis_pred.w / 4 per level
         if num_class is None:
-            num_class, bins = cls.shape[1], dis.shape[1] // 4
-        elif cls.shape[1] != num_class or dis.shape[1] // 4 != bins:
+            num_class = cls.shape[1]
+        elif cls.shape[1] != num_class:
             raise ValueError(
-                f"level {k} (stride {stride}): {cls.shape[1]} classes / "
-                f"reg_max {dis.shape[1] // 4 - 1} "
-                f"differ from level 0 ({num_class} classes / reg_max {bins - 1})"
+                f"level {k} (stride {stride}): {cls.shape[1]} classes differ from "
+                f"level 0 ({num_class} classes)"
             )
         levels.append((cls, dis, gw, int(stride)))
     return levels

@@ -8,7 +8,7 @@ import torch
 
 from heads.decode import expected_distances, levels_from_logits
 from heads.detector import build_detector
-from heads.export import PlusToLegacy, channel_max
+from heads.export import PlusToLegacy, _class_max
 from heads.loader import load_detector
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
@@ -65,24 +65,24 @@ def test_naive_rewrite_fails(plus, frames):
 
 
 @pytest.mark.parametrize("reg_max", [7, 10])
-def test_two_hot_expectation_is_the_distance(reg_max):
+def test_emitted_logits_expect_the_distance(reg_max):
     spec = small_spec(True, reg_max=reg_max)
     model = build_detector(spec)
     model.load_state_dict(seeded_state_dict(spec))
     wrapper = PlusToLegacy(model, "fold")
-    assert wrapper.reg_max_out == 2 * reg_max + 1
-    d = torch.linspace(0, wrapper.reg_max_out, 301).view(1, 1, 1, -1).repeat(1, 4, 1, 1)
-    logits = wrapper.two_hot_logits(d)[0].reshape(4 * wrapper.out_bins, -1).T.numpy()
+    assert wrapper.reg_max_out == (reg_max + 1, reg_max + 1, 2 * reg_max + 1)
+    d = torch.linspace(0, wrapper.reg_max_out[2], 301).view(1, 1, 1, -1).repeat(1, 4, 1, 1)
+    logits = wrapper.distance_logits(d)[0].reshape(4 * wrapper.level_bins[2], -1).T.numpy()
     # the probability floor leaks at most floor * sum(k) bins: < 1e-4 strides
     np.testing.assert_allclose(expected_distances(logits), d[0, :, 0].T.numpy(), atol=1e-4)
-    below = wrapper.two_hot_logits(torch.full((1, 4, 1, 1), -0.4))  # r, b < 0.5 stride
+    below = wrapper.distance_logits(torch.full((1, 4, 1, 1), -0.4))  # r, b < 0.5 stride
     assert expected_distances(below[0].reshape(-1, 1).T.numpy())[0] == pytest.approx(
         [0, 0, 0, 0], abs=1e-4)  # clamps to the firmware centre: the documented residual
 
 
-def test_channel_max_matches_amax():
-    x = torch.randn(1, 81, 5, 7)
-    assert torch.equal(channel_max(x), x.amax(1, keepdim=True))
+def test_class_max_matches_amax():
+    x = torch.randn(1, 81, 1, 35)
+    assert torch.equal(_class_max(x, 81), x.amax(1, keepdim=True))
 
 
 def test_rewrite_rejects_a_legacy_model():

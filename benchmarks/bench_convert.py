@@ -1,0 +1,127 @@
+"""Benchmark of `convert`: wall time per stage, and NCNN latency of what it produces.
+
+Latency: 1 thread, 320x256 input, median of repeated runs after warm-up, for
+each converted model against the public reference NCNN model of the same
+architecture, and for the legacy (rewritten) NanoDet-Plus against the native
+4-level export of the same weights (target: at most +2%).
+
+    python benchmarks/bench_convert.py [--runs 200] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ncnn
+import numpy as np
+
+from convert import convert_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+REFERENCE = FIXTURES / "reference-ncnn"
+
+
+def _runner(param: Path, weights: Path, input_name: str, outputs: list[str], fp16: bool):
+    net = ncnn.Net()
+    net.opt.num_threads = 1
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = fp16
+    net.load_param(str(param))
+    net.load_model(str(weights))
+    data = np.random.default_rng(0).standard_normal((3, 256, 320)).astype(np.float32)
+    mat = ncnn.Mat(data)
+
+    def once() -> float:
+        start = time.perf_counter()
+        ex = net.create_extractor()
+        ex.input(input_name, mat)
+        for name in outputs:
+            ex.extract(name)
+        return (time.perf_counter() - start) * 1000
+
+    once._keep = (net, data, mat)  # the Mat borrows `data`
+    return once
+
+
+def latency_rounds(models: dict[str, tuple], runs: int, fp16: bool) -> dict[str, list[float]]:
+    """Per model, the median ms of each round of 10 runs; rounds interleave the models so
+    drifting load on the machine hits all of them alike."""
+    runners = {label: _runner(*spec, fp16) for label, spec in models.items()}
+    for once in runners.values():
+        for _ in range(10):
+            once()
+    rounds: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(max(1, runs // 10)):
+        for label, once in runners.items():
+            rounds[label].append(statistics.median(once() for _ in range(10)))
+    return rounds
+
+
+def paired_overhead_percent(rounds: dict[str, list[float]], model: str, base: str) -> float:
+    """Median over rounds of model/base - 1: robust to load that changes between rounds."""
+    ratios = [a / b for a, b in zip(rounds[model], rounds[base])]
+    return round(100 * (statistics.median(ratios) - 1), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    legacy_names = [f"{k}_pred_stride_{s}" for s in (8, 16, 32) for k in ("cls", "dis")]
+    report: dict = {"stage_seconds": {}, "latency_ms": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        jobs = {
+            "nanodet-m legacy": (FIXTURES / "nanodet-m_coco.pth", FIXTURES / "nanodet-m.yml",
+                                 True),
+            "nanodet-plus-m legacy (fold)": (FIXTURES / "nanodet-plus-m_416_coco.pth",
+                                             FIXTURES / "nanodet-plus-m_416.yml", True),
+            "nanodet-plus-m native": (FIXTURES / "nanodet-plus-m_416_coco.pth",
+                                      FIXTURES / "nanodet-plus-m_416.yml", False),
+        }
+        folders = {}
+        for label, (ckpt, cfg, legacy) in jobs.items():
+            for weights in ("fp32", "fp16"):
+                out = work / f"{label.replace(' ', '_')}-{weights}"
+                start = time.perf_counter()
+                result = convert_checkpoint(ckpt, config=cfg, legacy_head=legacy, output=out,
+                                            fp16=weights == "fp16")
+                total = time.perf_counter() - start
+                folders[(label, weights)] = (out, result.manifest)
+                if weights == "fp16":
+                    report["stage_seconds"][label] = {**result.manifest["stage_seconds"],
+                                                      "total": round(total, 2)}
+        models = {
+            "reference nanodet_m": (REFERENCE / "nanodet_m.param", REFERENCE / "nanodet_m.bin",
+                                    "input.1", ["792", "795", "814", "817", "836", "839"]),
+            "reference nanodet-plus-m_416": (REFERENCE / "nanodet-plus-m_416.param",
+                                             REFERENCE / "nanodet-plus-m_416.bin", "data",
+                                             ["output"]),
+        }
+        for (label, weights), (out, manifest) in folders.items():
+            names = legacy_names if manifest["layout"] == "legacy" else ["output"]
+            models[f"{label} [{weights} weights]"] = (out / "model.param", out / "model.bin",
+                                                      manifest["input"]["name"], names)
+        for mode in ("fp32", "fp16"):
+            rounds = latency_rounds(models, args.runs, mode == "fp16")
+            for label, per_round in rounds.items():
+                report["latency_ms"].setdefault(label, {})[mode] = round(min(per_round), 3)
+            for weights in ("fp32", "fp16"):
+                legacy = f"nanodet-plus-m legacy (fold) [{weights} weights]"
+                native = f"nanodet-plus-m native [{weights} weights]"
+                report.setdefault("legacy_over_native_percent", {}).setdefault(
+                    f"{weights} weights", {})[mode] = paired_overhead_percent(rounds, legacy,
+                                                                               native)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
