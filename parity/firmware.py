@@ -268,17 +268,25 @@ def _resize_bilinear_c3(src: np.ndarray, w: int, h: int) -> np.ndarray:
     return np.clip(out >> 2, 0, 255).astype(np.uint8)
 
 
-def _normalize_constants() -> tuple[np.ndarray, np.ndarray]:
-    norm = np.array(NORM_BGR, dtype=_F32)
-    bias = -np.array(MEAN_BGR, dtype=_F32) * norm  # ncnn: -mean * norm, in float
-    return norm, bias
+def _normalize_constants(
+    mean: Sequence[float] = MEAN_BGR, norm: Sequence[float] = NORM_BGR
+) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.array(norm, dtype=_F32)
+    bias = -np.array(mean, dtype=_F32) * scale  # ncnn: -mean * norm, in float
+    return scale, bias
 
 
-def preprocess_frame_numpy(frame_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
+def preprocess_frame_numpy(
+    frame_bgr: np.ndarray,
+    box: Letterbox,
+    mean: Sequence[float] = MEAN_BGR,
+    norm: Sequence[float] = NORM_BGR,
+) -> np.ndarray:
     """Frame (HxWx3 uint8 BGR) -> normalised float32 1x3x``net_h``x``net_w`` tensor.
 
     Reproduces ncnn's fixed-point bilinear resize exactly, pads with 0 before normalising
     (so the pad holds ``-mean * norm``), then ``x * norm + (-mean * norm)`` in float32.
+    ``mean``/``norm`` default to the firmware's; a model trained with others differs.
     """
     frame = _check_frame(frame_bgr, box)
     resized = _resize_bilinear_c3(frame, box.resized_w, box.resized_h)
@@ -286,8 +294,8 @@ def preprocess_frame_numpy(frame_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
     out[
         :, box.pad_top : box.pad_top + box.resized_h, box.pad_left : box.pad_left + box.resized_w
     ] = resized.transpose(2, 0, 1)
-    norm, bias = _normalize_constants()
-    out = out * norm[:, None, None]
+    scale, bias = _normalize_constants(mean, norm)
+    out = out * scale[:, None, None]
     out = out + bias[:, None, None]
     return out[None]
 

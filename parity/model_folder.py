@@ -97,6 +97,11 @@ class ModelFolder:
         return list(self.manifest["outputs"])
 
     @property
+    def output_names_of_manifest(self) -> list[str]:
+        """Blob names as the converter wrote them (model.json may say otherwise)."""
+        return list(self.manifest["outputs"])
+
+    @property
     def class_names(self) -> list[str]:
         if self.firmware_json is not None:
             return list(self.firmware_json["className"])

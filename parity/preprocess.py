@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from parity.firmware import Letterbox, letterbox_for, preprocess_frame_numpy
+from parity.firmware import MEAN_BGR, NORM_BGR, Letterbox, letterbox_for, preprocess_frame_numpy
 
 
 def letterbox_into(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letterbox:
@@ -25,10 +25,19 @@ def letterbox_into(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letter
                      frame_w=frame_w, frame_h=frame_h, resized_w=resized_w, resized_h=resized_h)
 
 
-def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int) -> tuple[np.ndarray, Letterbox]:
-    """Normalised 1x3xHxW float32 input and the geometry to map boxes back."""
+def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int,
+                    mean_bgr: tuple[float, ...] = MEAN_BGR,
+                    std_bgr: tuple[float, ...] | None = None) -> tuple[np.ndarray, Letterbox]:
+    """Normalised 1x3xHxW float32 input and the geometry to map boxes back.
+
+    Normalisation is the firmware's unless `std_bgr` (NanoDet config style,
+    x = (pixel - mean) / std) says otherwise.
+    """
     box = letterbox_into(frame_bgr.shape[1], frame_bgr.shape[0], net_w, net_h)
-    return preprocess_frame_numpy(frame_bgr, box), box
+    norm = NORM_BGR if std_bgr is None else tuple(1.0 / s for s in std_bgr)
+    if std_bgr is not None and all(abs(a - b) < 1e-6 for a, b in zip(norm, NORM_BGR)):
+        norm = NORM_BGR  # NanoDet's std 57.375, ... is the firmware's norm 0.017429, ...
+    return preprocess_frame_numpy(frame_bgr, box, mean_bgr, norm), box
 
 
 def tensor_sha256(tensor: np.ndarray) -> str:

@@ -26,7 +26,7 @@ class NcnnRunner:
         if self.net.load_model(str(weights)) != 0:
             raise InputError(weights, "ncnn cannot load these weights (too short for the param?)")
         blobs = set(self.net.input_names()) | set(self.net.output_names())
-        known = _param_blobs(param)
+        known = param_blobs(param)
         for blob in [input_name, *self.output_names]:
             if blob not in known and blob not in blobs:
                 raise InputError(param, f"has no blob named {blob!r}")
@@ -44,7 +44,7 @@ class NcnnRunner:
         return outputs
 
 
-def _param_blobs(param: Path) -> set[str]:
+def param_blobs(param: Path) -> set[str]:
     blobs: set[str] = set()
     for line in param.read_text().splitlines()[2:]:
         parts = line.split()

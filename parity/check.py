@@ -1,0 +1,175 @@
+"""Run identical inputs through every stage and keep per-image records.
+
+Records are plain JSON data; summaries are computed from them alone, so a
+sharded run's reports merge into exactly the unsharded figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from heads.loader import LoadedModel, load_detector
+from parity.detection_stats import detection_record, detections_to_list
+from parity.model_folder import read_model_folder
+from parity.preprocess import frame_to_tensor, tensor_sha256
+from parity.stages import Stage, StageContext, build_stages
+from parity.tensor_stats import tensor_record
+
+Frame = tuple[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """Everything a worker needs to rebuild the stages on its own."""
+
+    checkpoint: Path
+    folder: Path
+    config: Path | None
+    only: frozenset[str] | None = None
+
+
+def _class_columns(stage: Stage, blob: str, num_classes: int) -> int | None:
+    if stage.layout == "plus-native":
+        return num_classes
+    return num_classes if blob.startswith("cls") else None
+
+
+def _as_compared(stage: Stage, blob: str, value: np.ndarray) -> np.ndarray:
+    """Legacy dis blobs are compared as the firmware reads them: softmax per side.
+
+    Their raw logits are log-probabilities; near the probability floor a tiny
+    change of a distance moves a logit by whole units without changing any box.
+    """
+    if stage.layout != "legacy" or not blob.startswith("dis") or value.ndim != 2 \
+            or value.shape[1] % 4:
+        return value
+    sides = value.reshape(len(value), 4, -1).astype(np.float64)
+    e = np.exp(sides - sides.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)).reshape(value.shape)
+
+
+# Tensor comparisons: each stage against the stage it was made from (falling back to
+# earlier ones when that one is absent). ncnn-fp16 and device both run the ncnn files.
+COMPARED_WITH = {"onnx": ("torch-legacy",), "onnx-sim": ("onnx", "torch-legacy"),
+                 "ncnn": ("onnx-sim", "onnx", "torch-legacy"), "ncnn-fp16": ("ncnn",),
+                 "device": ("ncnn",)}
+
+
+def _predecessor(stage: Stage, stages: list[Stage], done: dict[str, Any]) -> Stage | None:
+    """The stage `stage` is compared with, tensor to tensor, if it ran on this image."""
+    by_name = {s.name: s for s in stages}
+    for name in COMPARED_WITH.get(stage.name, ()):
+        if name in done and by_name[name].layout == stage.layout:
+            return by_name[name]
+    return None
+
+
+def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext, name: str,
+                 frame: np.ndarray, input_size: tuple[int, int]) -> dict[str, Any]:
+    """Run one frame through every stage and compare each with the reference."""
+    spec = loaded.spec
+    feed, box = frame_to_tensor(frame, *input_size, mean_bgr=spec.mean_bgr,
+                                std_bgr=spec.std_bgr)
+    record: dict[str, Any] = {
+        "image": name, "frame_sha256": hashlib.sha256(frame.tobytes()).hexdigest(),
+        "frame_size": [int(frame.shape[1]), int(frame.shape[0])],
+        "input_sha256": tensor_sha256(feed), "stages": {}}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    reference = None
+    for stage in stages:
+        if stage.runner is None:
+            continue
+        entry: dict[str, Any] = {}
+        try:
+            run = stage.run(frame, feed.copy(), box, context)
+        except Exception as exc:  # noqa: BLE001 - a stage failing is a finding, not a crash
+            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            record["stages"][stage.name] = entry
+            continue
+        if reference is None:
+            reference = run.detections
+            record["reference"] = detections_to_list(reference)
+        entry["input_sha256"] = run.input_sha256
+        entry["detections"] = detections_to_list(run.detections)
+        entry["match"] = detection_record(reference, run.detections)
+        previous = _predecessor(stage, stages, outputs)
+        if previous is not None:
+            entry["compared_with"] = previous.name
+            entry["tensors"] = {
+                blob: tensor_record(_as_compared(stage, blob, outputs[previous.name][blob]),
+                                    _as_compared(stage, blob, value),
+                                    _class_columns(stage, blob, spec.head.num_classes))
+                for blob, value in run.outputs.items() if blob in outputs[previous.name]}
+        if run.input_max_diff is not None:
+            entry["input_max_diff"] = run.input_max_diff
+        if stage.name == "device":
+            entry["json_lines"] = run.json_lines
+        outputs[stage.name] = run.outputs
+        record["stages"][stage.name] = entry
+    return record
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _prepare(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageContext,
+                                          tuple[int, int]]:
+    import torch
+
+    # torch's thread pool and ncnn's OpenMP threads fight over the cores when both run
+    # in one process (10-100x slower forward passes measured); one thread each.
+    torch.set_num_threads(1)
+    loaded = load_detector(inputs.checkpoint, inputs.config)
+    folder = read_model_folder(inputs.folder)
+    stages, context = build_stages(loaded, folder, set(inputs.only) if inputs.only else None)
+    return loaded, stages, context, folder.input_size
+
+
+def _worker_init(inputs: CheckInputs) -> None:
+    _WORKER["state"] = _prepare(inputs)
+
+
+def _worker_run(frame: Frame) -> dict[str, Any]:
+    loaded, stages, context, size = _WORKER["state"]
+    return image_record(loaded, stages, context, frame[0], frame[1], size)
+
+
+def stage_table(stages: list[Stage]) -> list[dict[str, Any]]:
+    return [{"name": s.name, "layout": s.layout,
+             "status": "skipped" if s.runner is None else "ran", "reason": s.skipped}
+            for s in stages]
+
+
+def run_records(inputs: CheckInputs, frames: Sequence[Frame], workers: int = 1,
+                progress: Callable[[int, int], None] | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(per-image records in image order, the stage table)."""
+    loaded, stages, context, size = _prepare(inputs)  # validates inputs before any work
+    table = stage_table(stages)
+    records: list[dict[str, Any]] = []
+    if workers <= 1 or len(frames) <= 1:
+        for done, (name, frame) in enumerate(frames, 1):
+            records.append(image_record(loaded, stages, context, name, frame, size))
+            if progress:
+                progress(done, len(frames))
+        return records, table
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(inputs,)) as pool:
+        for done, record in enumerate(pool.map(_worker_run, frames, chunksize=1), 1):
+            records.append(record)
+            if progress:
+                progress(done, len(frames))
+    return records, table
+

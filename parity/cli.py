@@ -1,0 +1,181 @@
+"""`parity`: identical inputs through every stage; detection and tensor diffs; release gate.
+
+Exit codes: 0 pass, 1 parity failure, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from heads.checkpoint import file_sha256
+from heads.cli_support import one_line_errors
+from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from parity.check import CheckInputs, run_records
+from parity.gate import load_tolerances
+from parity.images import IMAGE_SUFFIXES, load_frames
+from parity.model_folder import MANIFEST, read_model_folder
+from parity.report import (
+    build_report,
+    merge_reports,
+    print_summary,
+    read_report,
+    write_json,
+    write_junit,
+)
+from parity.synthetic import default_frames
+
+PATH = click.Path(path_type=Path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Parity of a converted NanoDet model folder with its checkpoint, stage by stage.
+
+    Exit codes: 0 pass, 1 parity failure, 2 usage or input error.
+    """
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError("--shard", f"{text!r} is not i/N") from None
+    if not 1 <= index <= count:
+        raise InputError("--shard", f"{text!r}: need 1 <= i <= N")
+    return index, count
+
+
+def image_paths(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(folder, "no such image folder")
+    paths = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(folder, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def _header(checkpoint: Path, model_dir: Path, source: str, unreadable: list[Path],
+            count: int, shard: tuple[int, int] | None) -> dict[str, Any]:
+    from convert.package import tool_versions
+
+    folder = read_model_folder(model_dir)
+    return {
+        "tool": tool_versions(),
+        "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint)},
+        "model_folder": {"path": model_dir.name, "layout": folder.layout,
+                         "input": folder.manifest.get("input"),
+                         "manifest_sha256": hashlib.sha256(
+                             (model_dir / MANIFEST).read_bytes()).hexdigest()},
+        "images": {"source": source, "count": count,
+                   "unreadable": sorted(p.name for p in unreadable),
+                   "shard": f"{shard[0]}/{shard[1]}" if shard else None},
+    }
+
+
+def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
+             html: Path | None, frames: dict | None, console: Console) -> int:
+    if json_path:
+        write_json(report, json_path)
+    if junit:
+        write_junit(report, junit)
+    if html:
+        from parity.html_report import write_html
+
+        write_html(report, html, frames)
+    print_summary(report, console)
+    return EXIT_OK if report["gate"]["passed"] else EXIT_CHECK_FAILED
+
+
+@main.command()
+@click.argument("checkpoint", type=PATH)
+@click.argument("model_dir", type=PATH)
+@click.option("--images", type=PATH, help="Folder of images [default: bundled photos + "
+              "seeded synthetic frames].")
+@click.option("--synthetic", default=20, show_default=True,
+              help="Seeded synthetic frames added to the bundled photos (without --images).")
+@click.option("--config", type=PATH, help="Official NanoDet YAML config of the checkpoint.")
+@click.option("--tolerances", type=PATH, help="TOML overriding the default tolerances.")
+@click.option("--json", "json_path", type=PATH, help="Write the JSON report here.")
+@click.option("--junit", type=PATH, help="Write JUnit XML here.")
+@click.option("--html", type=PATH, help="Write the self-contained HTML report here.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes running images in parallel.")
+@click.option("--shard", help="Run only shard i of N (i/N), for `parity merge`.")
+@click.option("--blame", is_flag=True, help="Find the first NCNN layer departing from ONNX.")
+@click.option("--strict", is_flag=True, help="Unreadable images fail the check.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@one_line_errors("parity")
+def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int,
+          config: Path | None, tolerances: Path | None, json_path: Path | None,
+          junit: Path | None, html: Path | None, workers: int, shard: str | None, blame: bool,
+          strict: bool, quiet: bool) -> None:
+    """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
+    console = Console(stderr=True, highlight=False)
+    limits = load_tolerances(tolerances)
+    shard_of = parse_shard(shard)
+    if not checkpoint.is_file():
+        raise InputError(checkpoint, "no such checkpoint file")
+    read_model_folder(model_dir)
+    if images is not None:
+        frames, unreadable = load_frames(image_paths(images))
+        source = str(images)
+        if strict and unreadable:
+            raise InputError(unreadable[0], "cannot be decoded as an image (--strict)")
+        if not frames:
+            raise InputError(images, "holds no readable images")
+    else:
+        frames, unreadable, source = default_frames(synthetic), [], f"bundled+synthetic:{synthetic}"
+    if shard_of:
+        frames = [f for i, f in enumerate(frames) if i % shard_of[1] == shard_of[0] - 1]
+    inputs = CheckInputs(checkpoint, model_dir, config)
+    with Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("images", total=len(frames))
+        records, stages = run_records(inputs, frames, workers,
+                                      lambda done, total: bar.update(task, completed=done))
+    report = build_report(_header(checkpoint, model_dir, source, unreadable, len(frames),
+                                  shard_of), stages, records, limits)
+    if blame:
+        report["blame"] = _blame(model_dir, frames[0][1] if frames else None)
+    sys.exit(_outputs(report, json_path, junit, html, dict(frames), console))
+
+
+def _blame(model_dir: Path, frame) -> dict[str, Any]:
+    from parity.blame import blame_ncnn_against_onnx
+    from parity.preprocess import frame_to_tensor
+
+    folder = read_model_folder(model_dir)
+    if frame is None or not folder.onnx.is_file():
+        return {"summary": "not run: no image or no model.onnx"}
+    feed, _ = frame_to_tensor(frame, *folder.input_size)
+    onnx_path = folder.sim_onnx if folder.sim_onnx.is_file() else folder.onnx
+    result = blame_ncnn_against_onnx(onnx_path, folder.param, folder.bin, folder.input_name,
+                                     feed)
+    found = result.first_departure
+    return {**result.to_dict(),
+            "summary": f"first NCNN layer departing from {onnx_path.name}: {found}" if found
+            else f"every matched NCNN layer agrees with {onnx_path.name}"}
+
+
+@main.command()
+@click.argument("reports", type=PATH, nargs=-1, required=True)
+@click.option("-o", "--output", type=PATH, required=True, help="Merged JSON report.")
+@click.option("--junit", type=PATH, help="Write JUnit XML here.")
+@click.option("--html", type=PATH, help="Write the HTML report here.")
+@one_line_errors("parity")
+def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None) -> None:
+    """Join shard REPORTS into one report; gates like `check`."""
+    console = Console(stderr=True, highlight=False)
+    merged = merge_reports([(path, read_report(path)) for path in reports])
+    write_json(merged, output)
+    sys.exit(_outputs(merged, None, junit, html, None, console))

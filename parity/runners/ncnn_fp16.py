@@ -1,0 +1,118 @@
+"""NCNN with fp16 storage emulated on a host whose pip ncnn computes in fp32 only.
+
+ARM builds of ncnn default to ``opt.use_fp16_storage``: every blob between
+layers is kept as IEEE half, while arithmetic stays fp32. The x86 pip wheel
+ignores that option, so this runner drives the net one layer at a time: it
+extracts each layer's top blobs, rounds them to fp16 and feeds the rounded
+copies back by name (``Extractor.input`` on an intermediate blob), so the next
+layers consume exactly what fp16 storage would have handed them.
+
+Not emulated: the fp16 copies of the weights that fp16 storage also makes on
+ARM (only blobs are rounded here), and fp16 *arithmetic*.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ncnn
+import numpy as np
+import torch
+
+from convert.ncnn_param import Param
+from heads.errors import InputError
+from parity.runners.ncnn_runner import NcnnRunner
+
+
+def fp16_round(x: np.ndarray) -> np.ndarray:
+    """Round to the nearest IEEE half (ties to even), as a new C-contiguous float32 array.
+
+    Same bits as ``x.astype(np.float16).astype(np.float32)`` (subnormals kept,
+    beyond +-65504 -> +-inf) but through torch's vectorised cast, which is
+    about 20x faster than numpy's: numpy's made this runner 9x slower than fp32.
+    """
+    array = np.ascontiguousarray(x, dtype=np.float32)
+    if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
+        array = array.copy()
+    return torch.from_numpy(array).to(torch.float16).to(torch.float32).numpy()
+
+
+class Fp16EmulatedNcnnRunner:
+    """ncnn run layer by layer, every intermediate blob rounded to fp16 (as fp16 storage does)."""
+
+    def __init__(self, param: Path, weights: Path, input_name: str, output_names: list[str],
+                 name: str = "ncnn-fp16", threads: int = 1, round_input: bool = True):
+        # The plain runner loads the net with fp32 options and checks the blob names.
+        self._plain = NcnnRunner(param, weights, input_name, output_names, name=name,
+                                 threads=threads)
+        self.net = self._plain.net
+        self.name = name
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        self.round_input = round_input
+        try:
+            layers = Param.read(Path(param)).layers
+        except ValueError as error:
+            raise InputError(param, str(error)) from error
+        produced = {top for layer in layers if layer.type != "Input" for top in layer.tops}
+        missing = [blob for blob in self.output_names if blob not in produced]
+        if missing:
+            raise InputError(param, f"no layer produces {missing!r}")
+        # The blobs the outputs depend on, back to the input ...
+        needed = set(self.output_names)
+        for layer in reversed(layers):
+            if layer.type != "Input" and needed.intersection(layer.tops):
+                needed.update(b for b in layer.bottoms if b != input_name)
+        needed.discard(input_name)
+        # ... in file order: param files are topologically ordered, so each
+        # blob's bottoms are computed (and rounded) before it is extracted.
+        self.schedule: list[str] = [top for layer in layers if layer.type != "Input"
+                                    for top in layer.tops if top in needed]
+
+    def infer(self, feed: np.ndarray, *,
+              override: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run one 1x3xHxW tensor; outputs without the batch dim, fp16-representable.
+
+        ``override`` (tests, experiments) replaces named intermediate blobs: the
+        given array (same shape as the blob) is fed instead of the rounded blob.
+        """
+        override = override or {}
+        array = np.ascontiguousarray(feed[0], dtype=np.float32)
+        if self.round_input:
+            array = fp16_round(array)
+        # ncnn.Mat(array) borrows numpy memory; `_owned` copies it into ncnn's own
+        # memory at once, and every array wrapped is referenced in `keep` until
+        # the extractor is gone anyway. The copy is needed: an in-place layer
+        # (Sigmoid here) run on a borrowed, refcount-less Mat segfaults the wheel.
+        keep: list[np.ndarray] = [array]
+        outputs: dict[str, np.ndarray] = {}
+        wanted = set(self.output_names)
+        extractor = self.net.create_extractor()
+        try:
+            extractor.input(self.input_name, _owned(array))
+            for blob in self.schedule:
+                status, mat = extractor.extract(blob)
+                if status != 0:
+                    raise InputError(blob, f"ncnn could not compute blob {blob!r}")
+                computed = np.asarray(mat)  # a view of ncnn's memory, elempack 1
+                if blob in override:
+                    fed = np.array(override[blob], dtype=np.float32, copy=True)
+                    if fed.shape != computed.shape:
+                        raise ValueError(f"override for {blob!r} has shape {fed.shape}, "
+                                         f"the blob {computed.shape}")
+                else:
+                    fed = fp16_round(computed)  # a new array, not ncnn's memory
+                del computed, mat
+                keep.append(fed)
+                extractor.input(blob, _owned(fed))
+                if blob in wanted:
+                    outputs[blob] = fed
+        finally:
+            del extractor
+        del keep
+        return {blob: outputs[blob] for blob in self.output_names}
+
+
+def _owned(array: np.ndarray) -> ncnn.Mat:
+    """An ncnn-allocated (refcounted) copy of a C-contiguous float32 array."""
+    return ncnn.Mat(array).clone()  # the temporary Mat borrows `array` only during clone

@@ -1,0 +1,36 @@
+"""ONNX Runtime (CPU) as a runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from heads.errors import InputError
+
+
+class OnnxRunner:
+    def __init__(self, model: Path, input_name: str, output_names: list[str], name: str = "onnx",
+                 threads: int = 1):
+        self.name = name
+        self.input_name = input_name
+        self.output_names = list(output_names)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(model), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise InputError(model, f"onnxruntime cannot load it: {str(exc).splitlines()[0]}") \
+                from None
+        known = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in self.output_names if n not in known]
+        if missing:
+            raise InputError(model, f"has no output named {missing[0]!r}")
+
+    def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, {self.input_name: feed})
+        return {name: out[0] for name, out in zip(self.output_names, outputs)}

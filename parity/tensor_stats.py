@@ -1,0 +1,73 @@
+"""Tensor differences between two stages, kept in a form that merges exactly.
+
+Per image and blob we keep sums and a fixed histogram of |a - b|, so that
+shards merged give the same max / mean / p99 / cosine as one run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# |diff| histogram: bin 0 holds exact zeros, then 10 bins per decade from 1e-9 to 1e3
+ARGMAX_MIN_SCORE = 0.1  # class-argmax agreement counts cells scoring at least this
+HIST_EDGES = np.concatenate([[0.0], np.logspace(-9, 3, 121)])
+
+
+def tensor_record(reference: np.ndarray, stage: np.ndarray, class_columns: int | None) -> dict:
+    """Mergeable difference figures of one blob on one image."""
+    if reference.shape != stage.shape:
+        return {"shape_mismatch": [list(reference.shape), list(stage.shape)]}
+    a = reference.astype(np.float64).ravel()
+    b = stage.astype(np.float64).ravel()
+    diff = np.abs(a - b)
+    finite = np.isfinite(diff)
+    hist, _ = np.histogram(np.where(finite, diff, HIST_EDGES[-1]), bins=HIST_EDGES)
+    rel = diff / np.maximum(np.abs(a), 1e-6)
+    record = {
+        "count": int(a.size), "max_abs": float(diff.max()) if a.size else 0.0,
+        "sum_abs": float(diff[finite].sum()), "nonfinite": int((~finite).sum()),
+        "max_rel": float(rel.max()) if a.size else 0.0,
+        "dot": float(a @ b), "norm_ref": float(a @ a), "norm_stage": float(b @ b),
+        "hist": hist.astype(int).tolist(),
+    }
+    if class_columns and reference.ndim == 2:
+        ref_cls, stage_cls = reference[:, :class_columns], stage[:, :class_columns]
+        scored = ref_cls.max(1) >= ARGMAX_MIN_SCORE  # background cells' argmax is noise
+        record["argmax_rows"] = int(scored.sum())
+        record["argmax_agree"] = int((ref_cls[scored].argmax(1)
+                                      == stage_cls[scored].argmax(1)).sum())
+    return record
+
+
+def _p99(hist: np.ndarray) -> float:
+    total = hist.sum()
+    if total == 0:
+        return 0.0
+    index = int(np.searchsorted(np.cumsum(hist), 0.99 * total))
+    return float(HIST_EDGES[min(index + 1, len(HIST_EDGES) - 1)])  # the bin's upper edge
+
+
+def merge_tensor_records(records: list[dict]) -> dict[str, Any]:
+    """Aggregate figures of one blob over images."""
+    mismatched = [r for r in records if "shape_mismatch" in r]
+    if mismatched:
+        ref, stage = mismatched[0]["shape_mismatch"]
+        return {"shape_mismatch": f"{ref} vs {stage}", "images": len(records)}
+    count = sum(r["count"] for r in records)
+    hist = np.sum([r["hist"] for r in records], axis=0)
+    norms = sum(r["norm_ref"] for r in records) * sum(r["norm_stage"] for r in records)
+    result = {
+        "max_abs": max(r["max_abs"] for r in records),
+        "mean_abs": sum(r["sum_abs"] for r in records) / max(count, 1),
+        "p99_abs": _p99(hist),
+        "max_rel": max(r["max_rel"] for r in records),
+        "cosine": sum(r["dot"] for r in records) / np.sqrt(norms) if norms > 0 else 1.0,
+        "nonfinite": sum(r["nonfinite"] for r in records),
+        "images": len(records),
+    }
+    rows = sum(r.get("argmax_rows", 0) for r in records)
+    if rows:
+        result["argmax_agreement"] = sum(r["argmax_agree"] for r in records) / rows
+    return result
