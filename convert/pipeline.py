@@ -19,7 +19,6 @@ from typing import Any, Literal
 from torch import nn
 
 from convert.ncnn_lint import lint_param
-from convert.ncnn_param import Param
 from convert.package import sha256_of, tool_versions, write_firmware_json, write_manifest, write_tar
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from convert.verify import VerifyResult, verify_folder
@@ -36,6 +35,7 @@ from parity.model_folder import (
     SIM_ONNX_FILE,
     legacy_output_names,
 )
+from parity.ncnn_param import Param
 from parity.synthetic import default_frames
 
 Target = Literal["unitv2", "ncnn-latest"]

@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from convert.ncnn_param import Param
 from heads.errors import InputError
+from parity.ncnn_param import Param
 
 # Layers not checked: Input is the feed itself, Split's tops are copies of its bottom.
 _SKIPPED_LAYERS = {"Input", "Split"}

@@ -29,7 +29,7 @@ def summarize(records: list[dict[str, Any]], stages: list[dict[str, Any]]) -> di
                 blobs.setdefault(blob, []).append(record)
         figures["tensors"] = {blob: merge_tensor_records(rs) for blob, rs in blobs.items()}
         compared = {e.get("compared_with") for _, e in ok} - {None}
-        figures["compared_with"] = sorted(compared)[0] if compared else None
+        figures["compared_with"] = min(compared) if compared else None
         shared_input = [e["input_sha256"] == r["input_sha256"] for r, e in ok]
         figures["identical_input_fraction"] = sum(shared_input) / len(ok) if ok else 1.0
         diffs = [e["input_max_diff"] for _, e in ok if "input_max_diff" in e]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from convert import convert_checkpoint
-from convert.ncnn_param import Param
 from parity.blame import BlameResult, blame_ncnn_against_onnx
+from parity.ncnn_param import Param
 from parity.preprocess import frame_to_tensor
 from tests.conftest import IMAGES, LEGACY_CFG, LEGACY_PTH
 

@@ -19,22 +19,33 @@ import ncnn
 import numpy as np
 import torch
 
-from convert.ncnn_param import Param
 from heads.errors import InputError
+from parity.ncnn_param import Param
 from parity.runners.ncnn_runner import NcnnRunner
+
+_CHUNK = 32768  # torch's grain size: smaller casts run on the calling thread only
 
 
 def fp16_round(x: np.ndarray) -> np.ndarray:
     """Round to the nearest IEEE half (ties to even), as a new C-contiguous float32 array.
 
     Same bits as ``x.astype(np.float16).astype(np.float32)`` (subnormals kept,
-    beyond +-65504 -> +-inf) but through torch's vectorised cast, which is
-    about 20x faster than numpy's: numpy's made this runner 9x slower than fp32.
+    beyond +-65504 -> +-inf) but through torch's vectorised cast: numpy's made
+    this runner ~9x slower than fp32 ncnn. Cast in chunks below torch's
+    parallel grain size: torch's worker threads, spinning next to ncnn's,
+    made inferences stall for up to seconds on a busy 2-core machine.
     """
     array = np.ascontiguousarray(x, dtype=np.float32)
     if not array.flags.writeable:  # torch.from_numpy warns on read-only memory
         array = array.copy()
-    return torch.from_numpy(array).to(torch.float16).to(torch.float32).numpy()
+    source = torch.from_numpy(array).reshape(-1)
+    half = torch.empty(source.numel(), dtype=torch.float16)
+    result = torch.empty_like(source)
+    for start in range(0, source.numel(), _CHUNK):
+        chunk = slice(start, start + _CHUNK)
+        half[chunk].copy_(source[chunk])
+        result[chunk].copy_(half[chunk])
+    return result.numpy().reshape(array.shape)
 
 
 class Fp16EmulatedNcnnRunner:

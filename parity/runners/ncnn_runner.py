@@ -8,6 +8,7 @@ import ncnn
 import numpy as np
 
 from heads.errors import InputError
+from parity.ncnn_param import Param
 
 
 class NcnnRunner:
@@ -45,10 +46,9 @@ class NcnnRunner:
 
 
 def param_blobs(param: Path) -> set[str]:
-    blobs: set[str] = set()
-    for line in param.read_text().splitlines()[2:]:
-        parts = line.split()
-        if len(parts) >= 4:
-            n_in, n_out = int(parts[2]), int(parts[3])
-            blobs.update(parts[4:4 + n_in + n_out])
-    return blobs
+    """Every blob name the param file mentions."""
+    try:
+        layers = Param.read(param).layers
+    except (OSError, ValueError, IndexError) as exc:
+        raise InputError(param, f"not a readable ncnn param: {exc}") from None
+    return {blob for layer in layers for blob in (*layer.bottoms, *layer.tops)}
