@@ -15,6 +15,11 @@ ARGMAX_MIN_SCORE = 0.1  # class-argmax agreement counts cells scoring at least t
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-9, 3, 121)])
 
 
+def _sig(value: float) -> float:
+    """12 significant digits: sums are stable far beyond that, last bits are not."""
+    return float(f"{float(value):.12g}")
+
+
 def tensor_record(reference: np.ndarray, stage: np.ndarray, class_columns: int | None) -> dict:
     """Mergeable difference figures of one blob on one image."""
     if reference.shape != stage.shape:
@@ -27,9 +32,11 @@ def tensor_record(reference: np.ndarray, stage: np.ndarray, class_columns: int |
     rel = diff / np.maximum(np.abs(a), 1e-6)
     record = {
         "count": int(a.size), "max_abs": float(diff.max()) if a.size else 0.0,
-        "sum_abs": float(diff[finite].sum()), "nonfinite": int((~finite).sum()),
+        "sum_abs": _sig(diff[finite].sum()), "nonfinite": int((~finite).sum()),
         "max_rel": float(rel.max()) if a.size else 0.0,
-        "dot": float(a @ b), "norm_ref": float(a @ a), "norm_stage": float(b @ b),
+        # np.sum (pairwise, no BLAS): the same bits in every process, so shards merge exactly
+        "dot": _sig(np.sum(a * b)), "norm_ref": _sig(np.sum(a * a)),
+        "norm_stage": _sig(np.sum(b * b)),
         "hist": hist.astype(int).tolist(),
     }
     if class_columns and reference.ndim == 2:

@@ -147,6 +147,8 @@ def test_feeding_an_intermediate_blob_overrides_it(feed, fp16, results):
         assert np.array_equal(corrupted[blob], emulated[blob]), blob
     with pytest.raises(ValueError, match="shape"):
         fp16.infer(feed, override={"733_splitncnn_0": np.zeros((96, 40), np.float32)})
+    with pytest.raises(ValueError, match="cannot override"):
+        fp16.infer(feed, override={"no-such-blob": zeros})
 
 
 def test_layer_by_layer_without_rounding_is_plain_ncnn(feed, results, monkeypatch):

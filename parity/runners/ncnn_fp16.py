@@ -88,6 +88,10 @@ class Fp16EmulatedNcnnRunner:
         given array (same shape as the blob) is fed instead of the rounded blob.
         """
         override = override or {}
+        unused = set(override) - set(self.schedule)
+        if unused:
+            raise ValueError(f"cannot override {sorted(unused)!r}: not computed on the way "
+                             f"to {self.output_names!r}")
         array = np.ascontiguousarray(feed[0], dtype=np.float32)
         if self.round_input:
             array = fp16_round(array)

@@ -33,9 +33,11 @@ class NcnnRunner:
                 raise InputError(param, f"has no blob named {blob!r}")
 
     def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
-        array = np.ascontiguousarray(feed[0], dtype=np.float32)  # ncnn.Mat borrows this memory
+        array = np.ascontiguousarray(feed[0], dtype=np.float32)
+        # ncnn.Mat(array) borrows numpy's memory, and an in-place first layer would write
+        # into it (seen to segfault); clone into ncnn's own memory.
         extractor = self.net.create_extractor()
-        extractor.input(self.input_name, ncnn.Mat(array))
+        extractor.input(self.input_name, ncnn.Mat(array).clone())
         outputs = {}
         for blob in self.output_names:
             status, mat = extractor.extract(blob)

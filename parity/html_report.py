@@ -1,0 +1,596 @@
+"""The parity report as one self-contained HTML page, readable offline.
+
+Verdict and header, the stage table, log-binned histograms of the detection
+differences (inline SVG), and every image with the reference and stage boxes
+drawn over it (embedded JPEG, CSS-only toggles). No scripts, no external URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from parity.detection_stats import BANDS, band_of
+from parity.gate import limits_for
+from parity.images import read_bgr
+
+MAX_WIDTH = 640
+JPEG_QUALITY = 80
+SYNTHETIC_PREFIX = "bundled+synthetic:"
+FIRMWARE_MIN = BANDS["firmware"][0]
+LIST_LIMIT = 12  # missing/extra detections listed per stage and image
+
+STAGE_COLOURS = {"torch": "#4e79a7", "torch-legacy": "#76b7b2", "onnx": "#59a14f",
+                 "onnx-sim": "#edc948", "ncnn": "#f28e2b", "ncnn-fp16": "#ff5cc8",
+                 "device": "#a66bff"}
+SPARE_COLOURS = ("#9c755f", "#bab0ac", "#86bcb6", "#d4a6c8")
+
+# (values key, axis title, lowest decade, highest decade, tolerance key, limit as plotted)
+METRICS = (("iou", "1 − IoU", -6, 0, "min_iou", lambda v: 1.0 - v),
+           ("score_diff", "|Δ score|", -6, 0, "max_score_diff", lambda v: v),
+           ("edge_px", "max edge error, px", -4, 3, "max_edge_px", lambda v: v))
+BINS_PER_DECADE = 2
+
+# Check name -> stage-table column it is shown in (tensor and input checks by prefix).
+CHECK_COLUMNS = {"errors": "errors", "detections.matched_fraction": "matched",
+                 "detections.label_changes": "matched", "detections.extra": "extra",
+                 "detections.min_iou": "min_iou", "detections.max_score_diff": "score",
+                 "detections.max_edge_px": "edge", "detections.ap50": "ap50"}
+
+Frames = dict[str, np.ndarray | None]
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def number(value: Any) -> float:
+    """A float from a report value (JSON writes inf/nan as strings)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- frames
+
+def regenerate_frames(report: dict[str, Any]) -> Frames:
+    """The report's images again: the bundled+synthetic set, or files in its folder."""
+    source = str(report["images"]["source"])
+    names = [r["image"] for r in report["records"]]
+    if source.startswith(SYNTHETIC_PREFIX):
+        from parity.synthetic import default_frames
+
+        try:
+            count = int(source[len(SYNTHETIC_PREFIX):])
+        except ValueError:
+            return {}
+        return dict(default_frames(count))
+    return {name: read_bgr(Path(source) / name) for name in names}
+
+
+def jpeg_data_uri(frame: np.ndarray) -> str:
+    """At most MAX_WIDTH px wide, JPEG quality JPEG_QUALITY, as a data URI."""
+    h, w = frame.shape[:2]
+    if w > MAX_WIDTH:
+        frame = cv2.resize(frame, (MAX_WIDTH, max(1, round(h * MAX_WIDTH / w))),
+                           interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError("cannot encode the frame as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- header
+
+def _flatten(data: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _flatten(value, key if key != "libraries" else "")
+    elif prefix:
+        yield prefix, data
+
+
+def _header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    checkpoint, folder, images = report["checkpoint"], report["model_folder"], report["images"]
+    size = folder.get("input") or {}
+    source = f'{images["count"]} from {images["source"]}'
+    if images.get("shard"):
+        source += f'  shard {images["shard"]}'
+    if images.get("unreadable"):
+        source += f'  unreadable: {", ".join(images["unreadable"])}'
+    tools = "  ".join(f"{k} {v}" for k, v in _flatten(report.get("tool", {})))
+    model = (f'{folder.get("path")}  layout {folder.get("layout", "?")}  '
+             f'input {size.get("width", "?")}×{size.get("height", "?")}')
+    rows = [("checkpoint", f'{checkpoint["file"]}  sha256 {checkpoint.get("sha256", "")}'),
+            ("model folder", model), ("images", source), ("tools", tools or "—")]
+    if report.get("blame"):
+        rows.append(("blame", report["blame"].get("summary", "")))
+    return rows
+
+
+def header_html(report: dict[str, Any]) -> str:
+    """Title, verdict banner and the run's provenance."""
+    gate = report["gate"]
+    if gate["passed"]:
+        verdict = '<div class="verdict pass">PASS</div>'
+    else:
+        failing = ", ".join(gate.get("failing_stages") or [])
+        verdict = (f'<div class="verdict fail">FAIL <span>first failing stage: '
+                   f'<b>{esc(gate["blamed_stage"])}</b> (failing: {esc(failing)})</span></div>')
+    cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
+                    for k, v in _header_rows(report))
+    return (f'<header><h1>NanoDet → UnitV2 parity report</h1>{verdict}'
+            f'<table class="meta">{cells}</table></header>')
+
+
+# ----------------------------------------------------------------------------- stage table
+
+def _failing_columns(report: dict[str, Any]) -> set[tuple[str, str]]:
+    failing = set()
+    for check in report["gate"]["checks"]:
+        if not check["passed"]:
+            name = check["check"]
+            column = CHECK_COLUMNS.get(name) or name.split(".")[0]
+            failing.add((check["stage"], column))
+    return failing
+
+
+def _worst_tensor(tensors: dict[str, Any]) -> tuple[str, str]:
+    """(value, blob) of the largest max-abs difference over blobs."""
+    worst_blob, worst = "", -1.0
+    for blob, figures in tensors.items():
+        if "shape_mismatch" in figures:
+            return "shape", blob
+        value = number(figures.get("max_abs"))
+        value = math.inf if math.isnan(value) else value
+        if value > worst:
+            worst_blob, worst = blob, value
+    return (fmt(worst), worst_blob) if worst_blob else ("", "")
+
+
+def _inputs_cell(figures: dict[str, Any], name: str) -> str:
+    if name == "device":
+        return f"max Δ {fmt(number(figures.get('input_max_diff', 0.0)), 3)}"
+    return f"{fmt(number(figures.get('identical_input_fraction', 1.0)) * 100, 3)}% same"
+
+
+def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
+              failing: set[tuple[str, str]]) -> str:
+    name = stage["name"]
+    swatch = f'<span class="sw" style="background:{stage_colour(name, index)}"></span>'
+    lead = f"<td>{swatch}{esc(name)}</td><td>{esc(stage.get('layout', ''))}</td>"
+    if stage["status"] != "ran" or name not in report["summary"]:
+        reason = stage.get("reason") or "not run"
+        return f'<tr class="skipped">{lead}<td colspan="11">skipped: {esc(reason)}</td></tr>'
+    figures = report["summary"][name]
+    band = figures["detections"]["bands"]["firmware"]
+    tensor, blob = _worst_tensor(figures.get("tensors", {}))
+    bad = {column for s, column in failing if s == name}
+    status = "reference" if index == 0 else ("FAIL" if bad else "ok")
+    error = f' title="{esc(figures["first_error"])}"' if figures.get("first_error") else ""
+    cells = [("status", status), ("errors", figures["errors"]),
+             ("matched", f'{band["matched"]}/{band["reference"]}'), ("extra", band["extra"]),
+             ("min_iou", fmt(band["min_iou"])), ("score", fmt(band["max_score_diff"])),
+             ("edge", fmt(band["max_edge_px"])), ("ap50", fmt(figures["detections"]["ap50"])),
+             ("tensors", tensor), ("vs", figures.get("compared_with") or ""),
+             ("inputs", _inputs_cell(figures, name))]
+    body = "".join(f'<td class="{"bad" if key in bad or (key == "status" and bad) else ""}"'
+                   f'{error if key == "errors" else ""}>{esc(value)}'
+                   f'{f"<small>{esc(blob)}</small>" if key == "tensors" and blob else ""}</td>'
+                   for key, value in cells)
+    return f"<tr>{lead}{body}</tr>"
+
+
+def stage_table(report: dict[str, Any]) -> str:
+    failing = _failing_columns(report)
+    head = ("stage", "layout", "status", "errors", "matched ≥0.4", "extra ≥0.4", "min IoU",
+            "max |Δscore|", "max edge px", "AP50", "max |Δtensor| (blob)", "vs", "inputs")
+    rows = "".join(stage_row(report, i, s, failing) for i, s in enumerate(report["stages"]))
+    checks = [c for c in report["gate"]["checks"] if not c["passed"]]
+    failed = "".join(f'<li><b>{esc(c["stage"])}</b>: {esc(c["check"])} = {esc(fmt(c["value"]))}'
+                     f' (limit {esc(fmt(c["limit"]))})</li>' for c in checks)
+    listing = f'<ul class="failed">{failed}</ul>' if checks else \
+        f'<p class="okline">all {len(report["gate"]["checks"])} checks pass</p>'
+    return (f'<section><h2>Stages</h2><p class="note">Detection figures are for the firmware '
+            f'band (reference score ≥ {FIRMWARE_MIN}); tensors are compared with the stage in '
+            f'“vs”. Red cells fail a check.</p><table class="stages"><thead><tr>'
+            + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + f"</tr></thead><tbody>{rows}</tbody></table>{listing}</section>")
+
+
+def stage_colour(name: str, index: int) -> str:
+    return STAGE_COLOURS.get(name, SPARE_COLOURS[index % len(SPARE_COLOURS)])
+
+
+# ----------------------------------------------------------------------------- histograms
+
+def log_bins(values: list[Any], low: int, high: int) -> list[int]:
+    """Counts: bin 0 below 10**low (zero included), then BINS_PER_DECADE per decade."""
+    count = (high - low) * BINS_PER_DECADE
+    bins = [0] * (count + 1)
+    for raw in values:
+        value = abs(number(raw))
+        if math.isnan(value) or value >= 10.0 ** high:
+            bins[-1] += 1
+        elif value < 10.0 ** low:
+            bins[0] += 1
+        else:
+            bins[1 + min(count - 1, int((math.log10(value) - low) * BINS_PER_DECADE))] += 1
+    return bins
+
+
+def histogram_svg(values: list[Any], title: str, low: int, high: int, limit: float | None,
+                  colour: str) -> str:
+    """A small bar chart of log-binned values; bins wholly beyond `limit` in red."""
+    width, height, top, bottom, left = 250, 104, 14, 16, 6
+    bins = log_bins(values, low, high)
+    slot = (width - 2 * left) / (len(bins) + 0.5)
+    plot_h = height - top - bottom
+    peak = max(bins) or 1
+    parts = [f'<text x="{left}" y="10" class="ht">{esc(title)}</text>']
+    for i, n in enumerate(bins):
+        x = left + (i + (0.5 if i else 0)) * slot
+        lower = 0.0 if i == 0 else 10.0 ** (low + (i - 1) / BINS_PER_DECADE)
+        fill = "#d62728" if limit is not None and i and lower >= limit else colour
+        h = plot_h * n / peak
+        if n:
+            parts.append(f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{slot - 2:.1f}"'
+                         f' height="{h:.1f}" fill="{fill}"><title>{n}</title></rect>'
+                         f'<text x="{x + slot / 2:.1f}" y="{top + plot_h - h - 2:.1f}" '
+                         f'class="hn">{n}</text>')
+    for decade in range(low, high + 1):
+        x = left + (1.5 + (decade - low) * BINS_PER_DECADE) * slot
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + plot_h}" '
+                     f'y2="{top + plot_h + 3}" class="tick"/><text x="{x:.1f}" '
+                     f'y="{height - 3}" class="hx">{"1" if decade == 0 else f"1e{decade}"}</text>')
+    parts.append(f'<text x="{left + slot / 2:.1f}" y="{height - 3}" class="hx">≈0</text>')
+    if limit is not None and limit > 0:
+        where = min(max(math.log10(limit), low), high)
+        x = left + (1.5 + (where - low) * BINS_PER_DECADE) * slot
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 2}" y2="{top + plot_h}" '
+                     f'class="limit"><title>limit {fmt(limit)}</title></line>')
+    parts.append(f'<line x1="{left}" x2="{width - left}" y1="{top + plot_h}" '
+                 f'y2="{top + plot_h}" class="axis"/>')
+    if not values:
+        parts.append(f'<text x="{width / 2}" y="{top + plot_h / 2}" class="empty">no matched '
+                     f'pairs</text>')
+    return (f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" '
+            f'height="{height}">{"".join(parts)}</svg>')
+
+
+def histograms(report: dict[str, Any]) -> str:
+    """Per compared stage and band: 1−IoU, |Δscore| and edge error of matched pairs."""
+    ran = [(i, s["name"]) for i, s in enumerate(report["stages"])
+           if s["status"] == "ran" and s["name"] in report["summary"]]
+    radios = "".join(f'<input type="radio" name="hband" id="hb-{band}" class="tog"'
+                     f'{" checked" if band == "firmware" else ""}>' for band in BANDS)
+    labels = "".join(f'<label for="hb-{band}">{band} ({lo:g}–{min(hi, 1):g})</label>'
+                     for band, (lo, hi) in BANDS.items())
+    rows = []
+    for index, name in ran[1:]:
+        limits = limits_for(report["tolerances"], name, "detections")
+        colour = stage_colour(name, index)
+        bands = report["summary"][name]["detections"]["bands"]
+        charts = "".join(
+            f'<div class="hb h-{band}">' + "".join(
+                histogram_svg(bands[band]["values"][key], title, low, high,
+                              plotted(limits[tol]) if band == "firmware" else None, colour)
+                for key, title, low, high, tol, plotted in METRICS) + "</div>"
+            for band in BANDS)
+        rows.append(f'<div class="hrow"><div class="hname"><span class="sw" style="background:'
+                    f'{colour}"></span>{esc(name)}</div>{charts}</div>')
+    return (f'<section class="hsec"><h2>Differences of matched detections</h2>{radios}'
+            f'<div class="seg">score band: {labels}</div><p class="note">Log bins, two per '
+            f'decade; “≈0” holds values below the first tick. The red line is the stage\'s '
+            f'tolerance (firmware band), red bars lie wholly beyond it.</p>'
+            f'<div class="hists">{"".join(rows)}</div></section>')
+
+
+# ----------------------------------------------------------------------------- images
+
+def _box(row: list[Any]) -> tuple[float, float, float, float]:
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+def _rect(row: list[Any], cls: str, tip: str) -> str:
+    x1, y1, x2, y2 = _box(row)
+    return (f'<rect class="{cls}" x="{x1:.1f}" y="{y1:.1f}" width="{max(x2 - x1, 0):.1f}" '
+            f'height="{max(y2 - y1, 0):.1f}"><title>{esc(tip)}</title></rect>')
+
+
+def _tip(who: str, index: int, row: list[Any]) -> str:
+    return f"{who} #{index}: label {int(row[5])} score {float(row[4]):.3f}"
+
+
+def _tag(x: float, y: float, text: str, font: float, bounds: tuple[int, int], cls: str) -> str:
+    """A filled label with its text, kept inside the frame."""
+    w, h = len(text) * font * 0.6 + font * 0.6, font * 1.3
+    x = min(max(x, 0), bounds[0] - w)
+    y = min(max(y, 0), bounds[1] - h)
+    return (f'<g class="{cls}"><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+            f'class="tagbg"/><text x="{x + font * 0.3:.1f}" '
+            f'y="{y + font:.1f}" font-size="{font:.1f}" class="tagtx">{esc(text)}</text></g>')
+
+
+def stage_overlay(record: dict[str, Any], index: int, name: str, colour: str,
+                  font: float) -> tuple[str, str]:
+    """(boxes, missing/extra markers) of one stage, all in class s{index}."""
+    entry = record["stages"].get(name, {})
+    if "detections" not in entry:
+        return "", ""
+    reference, detections = record.get("reference", []), entry["detections"]
+    size = tuple(record["frame_size"])
+    boxes = "".join(_rect(row, f"b-{band_of(float(row[4]))}", _tip(name, j, row))
+                    for j, row in enumerate(detections))
+    marks = []
+    for i in entry["match"]["missing"]:
+        row = reference[i]
+        band = band_of(float(row[4]))
+        x1, y1, _, _ = _box(row)
+        marks.append(_rect(row, f"miss b-{band}", "missing in " + _tip(name, i, row))
+                     + _tag(x1, y1 + index * font * 1.35, f"✕ missing {name}", font,
+                            size, f"b-{band}"))
+    for j in entry["match"]["extra"]:
+        row = detections[j]
+        band = band_of(float(row[4]))
+        x1, _, _, y2 = _box(row)
+        marks.append(_rect(row, f"extra b-{band}", "extra " + _tip(name, j, row))
+                     + _tag(x1, y2 - (index + 1) * font * 1.35, f"+ extra {name}", font,
+                            size, f"b-{band}"))
+    style = f'style="color:{colour}"'
+    return (f'<g class="st s{index}" {style}>{boxes}</g>',
+            f'<g class="mk s{index}" {style}>{"".join(marks)}</g>')
+
+
+def frame_svg(record: dict[str, Any], frame: np.ndarray | None,
+              stages: list[tuple[int, str, str]]) -> str:
+    """The frame with reference (dashed) and per-stage boxes, in frame pixels."""
+    w, h = (int(v) for v in record["frame_size"])
+    font = 12.0 * w / min(w, MAX_WIDTH)
+    if frame is not None:
+        canvas = (f'<image href="{jpeg_data_uri(frame)}" x="0" y="0" width="{w}" height="{h}" '
+                  f'preserveAspectRatio="none"/>')
+    else:
+        canvas = (f'<rect width="{w}" height="{h}" fill="#3a3a3a"/><text x="{w / 2}" '
+                  f'y="{h / 2}" class="noimg" font-size="{font * 1.5:.1f}">image not found'
+                  f'</text>')
+    layers = [stage_overlay(record, index, name, colour, font) for index, name, colour in stages]
+    reference = "".join(f'<g class="b-{band_of(float(row[4]))}">'
+                        + _rect(row, "u", "") + _rect(row, "d", _tip("reference", i, row))
+                        + "</g>" for i, row in enumerate(record.get("reference", [])))
+    return (f'<svg class="frame" viewBox="0 0 {w} {h}" width="{min(w, MAX_WIDTH)}" '
+            f'role="img" aria-label="{esc(record["image"])}">{canvas}'
+            + "".join(boxes for boxes, _ in layers) + f'<g class="ref">{reference}</g>'
+            + "".join(marks for _, marks in layers) + "</svg>")
+
+
+def _listing(rows: list[list[Any]], indices: list[int], who: str) -> str:
+    """Short list of detections, firmware band first and in bold."""
+    ordered = sorted(indices, key=lambda k: -float(rows[k][4]))
+    items = [f'<span class="{"fw" if float(rows[k][4]) >= FIRMWARE_MIN else "lo"}">'
+             f'{who}#{k} L{int(rows[k][5])} {float(rows[k][4]):.2f}</span>'
+             for k in ordered[:LIST_LIMIT]]
+    if len(ordered) > LIST_LIMIT:
+        items.append(f"… +{len(ordered) - LIST_LIMIT}")
+    return " ".join(items)
+
+
+def image_counts(record: dict[str, Any], name: str) -> dict[str, Any]:
+    """Firmware-band figures of one stage on one image."""
+    reference = record.get("reference", [])
+    entry = record["stages"][name]
+    detections, match = entry["detections"], entry["match"]
+    fw_pairs = [p for p in match["pairs"] if float(reference[p["ref"]][4]) >= FIRMWARE_MIN]
+    return {"shown": sum(float(r[4]) >= FIRMWARE_MIN for r in detections),
+            "all": len(detections),
+            "reference": sum(float(r[4]) >= FIRMWARE_MIN for r in reference),
+            "matched": len(fw_pairs),
+            "missing": sum(float(reference[i][4]) >= FIRMWARE_MIN for i in match["missing"]),
+            "extra": sum(float(detections[j][4]) >= FIRMWARE_MIN for j in match["extra"]),
+            "min_iou": min((p["iou"] for p in fw_pairs), default=None)}
+
+
+def image_table(record: dict[str, Any], stages: list[tuple[int, str, str]]) -> str:
+    rows = []
+    reference = record.get("reference", [])
+    for index, name, colour in stages:
+        entry = record["stages"].get(name)
+        lead = f'<td><span class="sw" style="background:{colour}"></span>{esc(name)}</td>'
+        if entry is None:
+            continue
+        if "error" in entry:
+            rows.append(f'<tr>{lead}<td colspan="4" class="bad">error: {esc(entry["error"])}'
+                        f'</td></tr>')
+            continue
+        c = image_counts(record, name)
+        issues = " ".join(part for part in (
+            f'<div>missing: {_listing(reference, entry["match"]["missing"], "ref")}</div>'
+            if entry["match"]["missing"] else "",
+            f'<div>extra: {_listing(entry["detections"], entry["match"]["extra"], "")}</div>'
+            if entry["match"]["extra"] else "") if part)
+        bad = "bad" if c["missing"] or c["extra"] else ""
+        extra = f' +{c["extra"]} extra' if c["extra"] else ""
+        min_iou = fmt(c["min_iou"]) if c["min_iou"] is not None else ""
+        rows.append(f'<tr>{lead}<td>{c["shown"]}/{c["all"]}</td>'
+                    f'<td class="{bad}">{c["matched"]}/{c["reference"]}{extra}</td>'
+                    f'<td>{esc(min_iou)}</td><td class="issues">{issues}</td></tr>')
+    return ('<table class="per"><thead><tr><th>stage</th><th>dets ≥0.4/all</th>'
+            '<th>matched ≥0.4</th><th>min IoU</th><th>missing / extra (label, score)</th>'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def image_badge(record: dict[str, Any], stages: list[tuple[int, str, str]]) -> str:
+    """Firmware-band missing/extra summed over the compared stages of one image."""
+    missing = extra = errors = 0
+    for _, name, _ in stages[1:]:
+        entry = record["stages"].get(name, {})
+        if "error" in entry:
+            errors += 1
+        elif "detections" in entry:
+            c = image_counts(record, name)
+            missing, extra = missing + c["missing"], extra + c["extra"]
+    if not (missing or extra or errors):
+        return '<span class="badge ok">ok ≥0.4</span>'
+    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra"),
+                                            (errors, "errors")) if n]
+    return f'<span class="badge warn">{esc(", ".join(parts))} ≥0.4</span>'
+
+
+def json_lines_html(record: dict[str, Any]) -> str:
+    lines = record["stages"].get("device", {}).get("json_lines")
+    if not lines:
+        return ""
+    return (f'<details class="jl" open><summary>device JSON lines ({len(lines)})</summary>'
+            f'<pre>{esc(chr(10).join(lines))}</pre></details>')
+
+
+def toggles(stages: list[tuple[int, str, str]]) -> tuple[str, str]:
+    """(checkbox inputs, legend labels): stages, reference and score bands."""
+    inputs, labels = [], []
+    for index, name, colour in stages:
+        checked = "" if index == stages[0][0] else " checked"
+        inputs.append(f'<input type="checkbox" id="t-s{index}" class="tog"{checked}>')
+        labels.append(f'<label for="t-s{index}"><span class="sw" style="background:{colour}">'
+                      f'</span>{esc(name)}</label>')
+    inputs.append('<input type="checkbox" id="t-ref" class="tog" checked>')
+    labels.append('<label for="t-ref"><span class="sw refsw"></span>reference</label>')
+    for band, (low, high) in BANDS.items():
+        checked = " checked" if band == "firmware" else ""
+        inputs.append(f'<input type="checkbox" id="t-{band}" class="tog"{checked}>')
+        labels.append(f'<label for="t-{band}" class="bandl">scores {low:g}–{min(high, 1):g}'
+                      f'</label>')
+    return "".join(inputs), "".join(labels)
+
+
+def images_section(report: dict[str, Any], frames: Frames) -> str:
+    stages = [(i, s["name"], stage_colour(s["name"], i)) for i, s in enumerate(report["stages"])
+              if s["status"] == "ran"]
+    inputs, labels = toggles(stages)
+    index, cards = [], []
+    for k, record in enumerate(report["records"]):
+        badge = image_badge(record, stages)
+        index.append(f'<li><a href="#img-{k}">{esc(record["image"])}</a> {badge}</li>')
+        frame = frames.get(record["image"])
+        found = "" if frame is not None else ' <span class="badge warn">image not found</span>'
+        cards.append(f'<article id="img-{k}"><h3>{esc(record["image"])} {badge}{found}</h3>'
+                     f'<div class="card"><div class="pic">{frame_svg(record, frame, stages)}'
+                     f'</div><div class="side">{image_table(record, stages)}'
+                     f'{json_lines_html(record)}</div></div></article>')
+    return (f'<section class="imgs"><h2>Images</h2><ul class="index">{"".join(index)}</ul>'
+            f'{inputs}<div class="legend">show: {labels}<span class="key">dashed white = '
+            f'reference · thick dotted = missing in that stage · thick filled = extra · hover a '
+            f'box for label and score</span></div><div class="frames">{"".join(cards)}</div>'
+            f'</section>')
+
+
+# ----------------------------------------------------------------------------- page
+
+def page_css(stage_count: int) -> str:
+    """Static styles plus the toggle rules for `stage_count` stage slots."""
+    rules = [f"#t-s{i}:not(:checked)~.frames .s{i}{{display:none}}"
+             f"#t-s{i}:not(:checked)~.legend label[for=t-s{i}]{{opacity:.4;"
+             f"text-decoration:line-through}}" for i in range(stage_count)]
+    rules += [f"#t-{band}:not(:checked)~.frames .b-{band}{{display:none}}"
+              f"#t-{band}:checked~.legend label[for=t-{band}]{{background:#333;color:#fff}}"
+              f"#hb-{band}:checked~.hists .h-{band}{{display:flex}}"
+              f"#hb-{band}:checked~.seg label[for=hb-{band}]{{background:#333;color:#fff}}"
+              for band in BANDS]
+    rules.append("#t-ref:not(:checked)~.frames .ref{display:none}"
+                 "#t-ref:not(:checked)~.legend label[for=t-ref]{opacity:.4;"
+                 "text-decoration:line-through}")
+    return CSS + "".join(rules)
+
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
+max-width:1400px;padding:12px 20px;color:#222;background:#fafafa}
+h1{font-size:20px;margin:4px 0}h2{font-size:17px;margin:22px 0 6px;border-bottom:1px solid #ddd}
+h3{font-size:15px;margin:16px 0 6px}
+.verdict{display:inline-block;font-size:22px;font-weight:700;padding:4px 14px;border-radius:4px;
+margin:6px 0;color:#fff}.verdict span{font-size:14px;font-weight:400}
+.pass{background:#2e7d32}.fail{background:#c62828}
+table{border-collapse:collapse}td,th{padding:3px 8px;text-align:left;vertical-align:top}
+.meta th{color:#666;font-weight:500}.meta td{font-family:ui-monospace,Menlo,monospace;
+font-size:12px;word-break:break-all}
+.stages{font-size:13px;background:#fff;border:1px solid #ddd}
+.stages th{background:#eee;font-weight:600}.stages td{border-top:1px solid #eee;
+font-variant-numeric:tabular-nums;white-space:nowrap}
+.stages td small{display:block;color:#777;font-size:11px}
+.stages tr.skipped td{color:#888;font-style:italic}
+td.bad{background:#fde0e0;color:#a00;font-weight:600}
+.failed li{color:#a00}.okline{color:#2e7d32}.note{color:#666;font-size:12px;margin:2px 0 8px}
+.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;
+vertical-align:-1px}
+.refsw{background:repeating-linear-gradient(90deg,#fff 0 4px,#000 4px 7px);
+border:1px solid #000}
+.tog{position:absolute;opacity:0;pointer-events:none}
+.seg label,.legend label{display:inline-block;border:1px solid #bbb;border-radius:3px;
+padding:1px 8px;margin:2px 3px;cursor:pointer;user-select:none;background:#fff}
+.legend{position:sticky;top:0;z-index:2;background:#fafafa;padding:4px 0;
+border-bottom:1px solid #ddd}
+.legend .key{color:#666;font-size:12px;margin-left:8px}
+.hrow{display:flex;align-items:center;gap:6px;margin:2px 0}
+.hname{width:110px;font-weight:600;font-size:13px}
+.hb{display:none;gap:6px}
+.hist{background:#fff;border:1px solid #e3e3e3}
+.hist .ht{font-size:10px;fill:#333}.hist .hn{font-size:8px;fill:#333;text-anchor:middle}
+.hist .hx{font-size:8px;fill:#666;text-anchor:middle}.hist .axis,.hist .tick{stroke:#999}
+.hist .limit{stroke:#d62728;stroke-width:1.5;stroke-dasharray:3 2}
+.hist .empty{font-size:10px;fill:#aaa;text-anchor:middle}
+.index{columns:3;font-size:13px;padding-left:18px}
+.badge{font-size:11px;font-weight:500;padding:0 6px;border-radius:8px;white-space:nowrap}
+.badge.ok{background:#e3f2e4;color:#2e7d32}.badge.warn{background:#fff0d6;color:#a35a00}
+.card{display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start}
+.pic{flex:0 0 auto;max-width:640px}.side{flex:1 1 420px;min-width:0}
+svg.frame{display:block;max-width:100%;height:auto;background:#222}
+.st rect,.ref rect,.mk .miss,.mk .extra{fill:none;stroke:currentColor;
+vector-effect:non-scaling-stroke}
+.st rect{stroke-width:1.5}
+.ref .u{stroke:#000;stroke-width:3}.ref .d{stroke:#fff;stroke-width:1.5;stroke-dasharray:6 4}
+.mk .miss{stroke-width:3.5;stroke-dasharray:2 3}
+.mk .extra{stroke-width:3.5;fill:currentColor;fill-opacity:.15}
+.tagbg{fill:currentColor;stroke:none}.tagtx{fill:#000;font-family:system-ui,sans-serif;
+font-weight:600}.noimg{fill:#ccc;text-anchor:middle}
+.per{font-size:12px;background:#fff;border:1px solid #ddd;width:100%}
+.per th{background:#eee}.per td{border-top:1px solid #eee}
+.issues{font-family:ui-monospace,Menlo,monospace;font-size:11px}
+.issues .fw{font-weight:700;color:#a00}.issues .lo{color:#888}
+.jl summary{cursor:pointer;font-size:12px;color:#444;margin-top:6px}
+.jl pre{font-size:11px;background:#f0f0f0;padding:6px;white-space:pre-wrap;
+word-break:break-all;max-height:240px;overflow:auto;margin:4px 0}
+footer{color:#999;font-size:11px;margin:30px 0 10px}
+"""
+
+
+def render_html(report: dict[str, Any], frames: Frames) -> str:
+    """The whole page as a string."""
+    title = f'parity {"PASS" if report["gate"]["passed"] else "FAIL"}: ' \
+            f'{report["checkpoint"]["file"]}'
+    return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<title>{esc(title)}</title><style>{page_css(len(report["stages"]))}</style>'
+            f'</head><body>{header_html(report)}{stage_table(report)}{histograms(report)}'
+            f'{images_section(report, frames)}<footer>{esc(report.get("schema", ""))} v'
+            f'{esc(report.get("schema_version", ""))}</footer></body></html>\n')
+
+
+def write_html(report: dict[str, Any], path: Path, frames: dict[str, np.ndarray] | None) -> None:
+    """Write the self-contained HTML report; frames are regenerated when None."""
+    found: Frames = dict(frames) if frames is not None else regenerate_frames(report)
+    Path(path).write_text(render_html(report, found), encoding="utf-8")

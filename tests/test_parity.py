@@ -1,0 +1,235 @@
+"""`parity`: clean conversions pass; each injected fault fails, blamed on the right stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from convert import convert_checkpoint, pipeline
+from heads.export import PlusToLegacy, flatten_cells
+from parity.cli import main
+from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH
+
+SYNTHETIC = "4"  # the 5 bundled photos + 4 seeded synthetic frames
+
+
+def run_parity(*args: str | Path) -> tuple[int, dict | None, str]:
+    """Run `parity check ...` with a JSON report; (exit code, report, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    report = None
+    if "--json" in args:
+        path = Path(args[list(args).index("--json") + 1])
+        report = json.loads(path.read_text()) if path.exists() else None
+    return result.exit_code, report, result.stderr
+
+
+def check(tmp: Path, checkpoint: Path, folder: Path, config: Path | None = None,
+          *extra: str) -> tuple[int, dict | None, str]:
+    report = tmp / f"{folder.name}.json"
+    args = ["check", checkpoint, folder, "--synthetic", SYNTHETIC, "--json", report, "-q",
+            *extra]
+    if config:
+        args += ["--config", config]
+    return run_parity(*args)
+
+
+def convert_with(tmp: Path, name: str, checkpoint: Path, config: Path, wrapper=None,
+                 **options) -> Path:
+    """Convert, optionally exporting `wrapper(model)` instead of the right graph."""
+    out = tmp / name
+    if wrapper is None:
+        convert_checkpoint(checkpoint, config=config, output=out, verify=False, **options)
+        return out
+    original = pipeline.plan_export
+
+    def faulty(loaded, legacy_head, stride64):
+        plan = original(loaded, legacy_head, stride64)
+        return pipeline.ExportPlan(wrapper(loaded.model), plan.layout, plan.input_name,
+                                   plan.output_names, plan.rewrite)
+
+    pipeline.plan_export = faulty
+    try:
+        convert_checkpoint(checkpoint, config=config, output=out, verify=False, **options)
+    finally:
+        pipeline.plan_export = original
+    return out
+
+
+class Faulty(torch.nn.Module):
+    """The legacy layout of a legacy NanoDet, with one thing done wrong."""
+
+    def __init__(self, model, fault: str):
+        super().__init__()
+        self.model, self.fault = model, fault
+
+    def forward(self, x):
+        if self.fault == "bgr-rgb":
+            x = x[:, [2, 1, 0]]
+        if self.fault == "fp16-loss":  # exact in fp32; fp16 storage keeps 1 bit of it
+            x = torch.relu(x + 3000.0) - 3000.0
+        outputs = []
+        for cls, dis in self.model(x):
+            if self.fault == "sigmoid-missing":
+                probs = cls
+            elif self.fault == "sigmoid-twice":
+                probs = torch.sigmoid(torch.sigmoid(cls))
+            else:
+                probs = torch.sigmoid(cls)
+            outputs += [flatten_cells(probs), flatten_cells(dis)]
+        return tuple(outputs)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("parity")
+
+
+@pytest.fixture(scope="module")
+def legacy_clean(tmp) -> Path:
+    return convert_with(tmp, "legacy-clean", LEGACY_PTH, LEGACY_CFG, legacy_head=True)
+
+
+@pytest.fixture(scope="module")
+def plus_clean(tmp) -> Path:
+    return convert_with(tmp, "plus-clean", PLUS_PTH, PLUS_CFG, legacy_head=True)
+
+
+def assert_blamed(result: tuple[int, dict | None, str], stage: str) -> dict:
+    code, report, err = result
+    assert code == 1, err
+    assert report["gate"]["blamed_stage"] == stage, report["gate"]["failing_stages"]
+    return report
+
+
+def test_clean_legacy_passes(tmp, legacy_clean):
+    code, report, err = check(tmp, LEGACY_PTH, legacy_clean, LEGACY_CFG, "--junit",
+                              str(tmp / "legacy.xml"))
+    assert code == 0, err
+    assert report["gate"]["passed"] and report["summary"]["torch"]["detections"]["bands"][
+        "firmware"]["reference"] > 10
+    assert [s["status"] for s in report["stages"]] == ["ran"] * 7
+    hashes = {r["input_sha256"] for r in report["records"]}
+    for record in report["records"]:  # identical inputs: every tensor stage got the same bytes
+        for name, entry in record["stages"].items():
+            if name != "device":
+                assert entry["input_sha256"] == record["input_sha256"]
+    assert len(hashes) == len(report["records"])
+    junit = (tmp / "legacy.xml").read_text()
+    assert 'classname="parity.ncnn"' in junit and "<failure" not in junit
+
+
+def test_clean_plus_passes(tmp, plus_clean):
+    code, report, err = check(tmp, PLUS_PTH, plus_clean, PLUS_CFG)
+    assert code == 0, err
+    device = report["summary"]["device"]
+    assert device["input_max_diff"] < 1e-5 and device["json_lines"] > 0
+
+
+@pytest.mark.parametrize("fault", ["bgr-rgb", "sigmoid-missing", "sigmoid-twice"])
+def test_export_faults_blame_onnx(tmp, fault):
+    folder = convert_with(tmp, fault, LEGACY_PTH, LEGACY_CFG,
+                          wrapper=lambda model: Faulty(model, fault), legacy_head=True)
+    assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "onnx")
+
+
+def test_fp16_loss_blames_the_fp16_stage(tmp):
+    folder = convert_with(tmp, "fp16-loss", LEGACY_PTH, LEGACY_CFG,
+                          wrapper=lambda model: Faulty(model, "fp16-loss"), legacy_head=True)
+    report = assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "ncnn-fp16")
+    assert report["gate"]["failing_stages"] == ["ncnn-fp16"]
+
+
+def test_uncompensated_centre_blames_the_rewrite(tmp):
+    def naive(model):
+        return PlusToLegacy(model, "drop", compensate=False)
+
+    folder = convert_with(tmp, "naive", PLUS_PTH, PLUS_CFG, wrapper=naive, legacy_head=True,
+                          stride64="drop")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["rewrite"]["centre_compensation"] = False  # the folder says what it holds
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    report = assert_blamed(check(tmp, PLUS_PTH, folder, PLUS_CFG), "torch-legacy")
+    assert report["summary"]["torch-legacy"]["detections"]["bands"]["firmware"]["min_iou"] < 0.9
+
+
+def test_dropped_stride64_blames_the_rewrite(tmp):
+    folder = convert_with(tmp, "drop", PLUS_PTH, PLUS_CFG, legacy_head=True, stride64="drop")
+    report = assert_blamed(check(tmp, PLUS_PTH, folder, PLUS_CFG), "torch-legacy")
+    failed = {c["check"] for c in report["gate"]["checks"]
+              if c["stage"] == "torch-legacy" and not c["passed"]}
+    assert failed and all(c.startswith("detections.") for c in failed)  # large objects
+    # only stride 64 found are lost or replaced by worse stride-32 boxes
+
+
+def test_wrong_normalisation_blames_the_device(tmp, legacy_clean):
+    config = yaml.safe_load(LEGACY_CFG.read_text())
+    config["data"]["val"]["pipeline"]["normalize"] = [[0, 0, 0], [255, 255, 255]]
+    path = tmp / "other-norm.yml"
+    path.write_text(yaml.safe_dump(config))
+    report = assert_blamed(check(tmp, LEGACY_PTH, legacy_clean, path), "device")
+    assert report["summary"]["device"]["input_max_diff"] > 0.5
+
+
+def _edit_model_json(tmp: Path, source: Path, name: str, edit) -> Path:
+    folder = tmp / name
+    shutil.copytree(source, folder)
+    doc = json.loads((folder / "model.json").read_text())
+    edit(doc["model"]["modelOutputNodes"])
+    (folder / "model.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_cls_dis_swapped_in_model_json_blames_the_device(tmp, legacy_clean):
+    def swap(nodes):
+        for node in nodes:
+            node["cls_pred"], node["dis_pred"] = node["dis_pred"], node["cls_pred"]
+
+    folder = _edit_model_json(tmp, legacy_clean, "cls-dis-swapped", swap)
+    report = assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "device")
+    assert report["gate"]["failing_stages"] == ["device"]
+
+
+def test_strides_swapped_in_model_json_blames_the_device(tmp, legacy_clean):
+    def swap(nodes):
+        nodes[0], nodes[2] = nodes[2], nodes[0]
+
+    folder = _edit_model_json(tmp, legacy_clean, "strides-swapped", swap)
+    assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "device")
+
+
+def test_input_height_and_width_swapped_blames_the_device(tmp):
+    folder = convert_with(tmp, "hw-swapped", LEGACY_PTH, LEGACY_CFG, legacy_head=True,
+                          input_size=(256, 320))
+    assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "device")
+
+
+def test_shards_merge_into_the_unsharded_report(tmp, legacy_clean):
+    whole = check(tmp, LEGACY_PTH, legacy_clean, LEGACY_CFG)[1]
+    parts = []
+    for index in (1, 2):
+        out = tmp / f"shard{index}.json"
+        code, _, err = run_parity("check", LEGACY_PTH, legacy_clean, "--config", LEGACY_CFG,
+                                  "--synthetic", SYNTHETIC, "--shard", f"{index}/2", "--json",
+                                  out, "-q")
+        assert code == 0, err
+        parts.append(out)
+    merged_path = tmp / "merged.json"
+    code, _, err = run_parity("merge", *parts, "-o", merged_path)
+    assert code == 0, err
+    merged = json.loads(merged_path.read_text())
+    for key in ("records", "summary", "gate", "stages", "tolerances"):
+        assert merged[key] == whole[key], key
+    assert merged["images"]["count"] == whole["images"]["count"]
+
+
+def test_workers_give_the_same_records(tmp, legacy_clean):
+    one = check(tmp, LEGACY_PTH, legacy_clean, LEGACY_CFG)[1]
+    (tmp / "legacy-clean.json").rename(tmp / "one-worker.json")
+    two = check(tmp, LEGACY_PTH, legacy_clean, LEGACY_CFG, "--workers", "2")[1]
+    assert two["records"] == one["records"] and two["gate"] == one["gate"]
