@@ -111,8 +111,8 @@ def test_tolerance_file_overrides_a_limit(folder, images, tmp_path):
                                        str(LEGACY_CFG), "--images", str(images), "--tolerances",
                                        str(limits), "--json", str(report), "-q"])
     data = json.loads(report.read_text())
-    limit = [c for c in data["gate"]["checks"]
-             if c["stage"] == "ncnn" and c["check"] == "detections.max_score_diff"][0]
+    limit = next(c for c in data["gate"]["checks"]
+             if c["stage"] == "ncnn" and c["check"] == "detections.max_score_diff")
     assert limit["limit"] == 0.0
     assert result.exit_code == (0 if limit["passed"] else 1)
 
