@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.detector import NanoDet
+from heads.detector import LevelLogits, NanoDet
 
 DISTRIBUTION_FLOOR = 1e-7  # probability of the unused bins (log: -16.1)
 FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
@@ -46,8 +46,12 @@ class LegacyLayout(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.from_levels(self.model(x))
+
+    def from_levels(self, levels: LevelLogits) -> tuple[torch.Tensor, ...]:
+        """The layout from the model's raw per-level logits."""
         outputs: list[torch.Tensor] = []
-        for cls, dis in self.model(x):
+        for cls, dis in levels:
             outputs += [flatten_cells(torch.sigmoid(cls)), flatten_cells(dis)]
         return tuple(outputs)
 
@@ -60,8 +64,12 @@ class PlusNativeLayout(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = [torch.cat([torch.sigmoid(cls), dis], 1).flatten(2) for cls, dis in self.model(x)]
-        return torch.cat(levels, 2).permute(0, 2, 1)
+        return self.from_levels(self.model(x))
+
+    def from_levels(self, levels: LevelLogits) -> torch.Tensor:
+        """The layout from the model's raw per-level logits."""
+        cells = [torch.cat([torch.sigmoid(cls), dis], 1).flatten(2) for cls, dis in levels]
+        return torch.cat(cells, 2).permute(0, 2, 1)
 
 
 def _cells(t: torch.Tensor) -> torch.Tensor:
@@ -248,7 +256,10 @@ class PlusToLegacy(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        levels = self.model(x)
+        return self.from_levels(self.model(x))
+
+    def from_levels(self, levels: LevelLogits) -> tuple[torch.Tensor, ...]:
+        """The legacy layout from the Plus model's raw per-level logits."""
         outputs: list[torch.Tensor] = []
         for index, (cls_logits, dis) in enumerate(levels[:3]):
             cls = torch.sigmoid(cls_logits)

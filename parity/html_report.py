@@ -12,7 +12,7 @@ import html
 import math
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -45,6 +45,14 @@ CHECK_COLUMNS = {"errors": "errors", "detections.matched_fraction": "matched",
                  "detections.max_edge_px": "edge", "detections.ap50": "ap50"}
 
 Frames = dict[str, np.ndarray | None]
+
+
+class Slot(NamedTuple):
+    """A stage that ran: its position in the stage table (CSS class s{index}) and colour."""
+
+    index: int
+    name: str
+    colour: str
 
 
 def esc(value: Any) -> str:
@@ -81,7 +89,8 @@ def regenerate_frames(report: dict[str, Any]) -> Frames:
         except ValueError:
             return {}
         return dict(default_frames(count))
-    return {name: read_bgr(Path(source) / name) for name in names}
+    paths = {name: Path(source) / name for name in names}
+    return {name: read_bgr(path) if path.is_file() else None for name, path in paths.items()}
 
 
 def jpeg_data_uri(frame: np.ndarray) -> str:
@@ -171,7 +180,8 @@ def _inputs_cell(figures: dict[str, Any], name: str) -> str:
 
 
 def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
-              failing: set[tuple[str, str]]) -> str:
+              failing: set[tuple[str, str]], reference: str | None) -> str:
+    """One row of the stage table; failing figures in red."""
     name = stage["name"]
     swatch = f'<span class="sw" style="background:{stage_colour(name, index)}"></span>'
     lead = f"<td>{swatch}{esc(name)}</td><td>{esc(stage.get('layout', ''))}</td>"
@@ -182,7 +192,7 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
     band = figures["detections"]["bands"]["firmware"]
     tensor, blob = _worst_tensor(figures.get("tensors", {}))
     bad = {column for s, column in failing if s == name}
-    status = "reference" if index == 0 else ("FAIL" if bad else "ok")
+    status = "reference" if name == reference else ("FAIL" if bad else "ok")
     error = f' title="{esc(figures["first_error"])}"' if figures.get("first_error") else ""
     cells = [("status", status), ("errors", figures["errors"]),
              ("matched", f'{band["matched"]}/{band["reference"]}'), ("extra", band["extra"]),
@@ -198,10 +208,14 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
 
 
 def stage_table(report: dict[str, Any]) -> str:
+    """The terminal summary's table, and every failing check with its limit."""
     failing = _failing_columns(report)
+    slots = ran_slots(report)
+    reference = slots[0].name if slots else None
     head = ("stage", "layout", "status", "errors", "matched ≥0.4", "extra ≥0.4", "min IoU",
             "max |Δscore|", "max edge px", "AP50", "max |Δtensor| (blob)", "vs", "inputs")
-    rows = "".join(stage_row(report, i, s, failing) for i, s in enumerate(report["stages"]))
+    rows = "".join(stage_row(report, i, s, failing, reference)
+                   for i, s in enumerate(report["stages"]))
     checks = [c for c in report["gate"]["checks"] if not c["passed"]]
     failed = "".join(f'<li><b>{esc(c["stage"])}</b>: {esc(c["check"])} = {esc(fmt(c["value"]))}'
                      f' (limit {esc(fmt(c["limit"]))})</li>' for c in checks)
@@ -209,13 +223,19 @@ def stage_table(report: dict[str, Any]) -> str:
         f'<p class="okline">all {len(report["gate"]["checks"])} checks pass</p>'
     return (f'<section><h2>Stages</h2><p class="note">Detection figures are for the firmware '
             f'band (reference score ≥ {FIRMWARE_MIN}); tensors are compared with the stage in '
-            f'“vs”. Red cells fail a check.</p><table class="stages"><thead><tr>'
-            + "".join(f"<th>{esc(h)}</th>" for h in head)
-            + f"</tr></thead><tbody>{rows}</tbody></table>{listing}</section>")
+            f'“vs”. Red cells fail a check.</p><div class="scroll"><table class="stages">'
+            '<thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + f"</tr></thead><tbody>{rows}</tbody></table></div>{listing}</section>")
 
 
 def stage_colour(name: str, index: int) -> str:
     return STAGE_COLOURS.get(name, SPARE_COLOURS[index % len(SPARE_COLOURS)])
+
+
+def ran_slots(report: dict[str, Any]) -> list[Slot]:
+    """Stages that ran, in table order; the first is the reference."""
+    return [Slot(i, s["name"], stage_colour(s["name"], i)) for i, s in enumerate(report["stages"])
+            if s["status"] == "ran" and s["name"] in report["summary"]]
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -238,7 +258,7 @@ def log_bins(values: list[Any], low: int, high: int) -> list[int]:
 def histogram_svg(values: list[Any], title: str, low: int, high: int, limit: float | None,
                   colour: str) -> str:
     """A small bar chart of log-binned values; bins wholly beyond `limit` in red."""
-    width, height, top, bottom, left = 250, 104, 14, 16, 6
+    width, height, top, bottom, left = 250, 112, 24, 16, 6
     bins = log_bins(values, low, high)
     slot = (width - 2 * left) / (len(bins) + 0.5)
     plot_h = height - top - bottom
@@ -274,25 +294,29 @@ def histogram_svg(values: list[Any], title: str, low: int, high: int, limit: flo
             f'height="{height}">{"".join(parts)}</svg>')
 
 
+def band_charts(values: dict[str, list[Any]], band: str, limits: dict[str, float],
+                colour: str) -> str:
+    """The three charts of one stage and band; tolerances apply to the firmware band."""
+    charts = []
+    for key, title, low, high, tol, plotted in METRICS:
+        limit = plotted(limits[tol]) if band == "firmware" else None
+        label = f"{title} (limit {fmt(limit, 3)})" if limit is not None else title
+        charts.append(histogram_svg(values.get(key, []), label, low, high, limit, colour))
+    return f'<div class="hb h-{band}">{"".join(charts)}</div>'
+
+
 def histograms(report: dict[str, Any]) -> str:
     """Per compared stage and band: 1−IoU, |Δscore| and edge error of matched pairs."""
-    ran = [(i, s["name"]) for i, s in enumerate(report["stages"])
-           if s["status"] == "ran" and s["name"] in report["summary"]]
     radios = "".join(f'<input type="radio" name="hband" id="hb-{band}" class="tog"'
                      f'{" checked" if band == "firmware" else ""}>' for band in BANDS)
     labels = "".join(f'<label for="hb-{band}">{band} ({lo:g}–{min(hi, 1):g})</label>'
                      for band, (lo, hi) in BANDS.items())
     rows = []
-    for index, name in ran[1:]:
+    for _, name, colour in ran_slots(report)[1:]:
         limits = limits_for(report["tolerances"], name, "detections")
-        colour = stage_colour(name, index)
         bands = report["summary"][name]["detections"]["bands"]
-        charts = "".join(
-            f'<div class="hb h-{band}">' + "".join(
-                histogram_svg(bands[band]["values"][key], title, low, high,
-                              plotted(limits[tol]) if band == "firmware" else None, colour)
-                for key, title, low, high, tol, plotted in METRICS) + "</div>"
-            for band in BANDS)
+        charts = "".join(band_charts(bands[band]["values"], band, limits, colour)
+                         for band in BANDS)
         rows.append(f'<div class="hrow"><div class="hname"><span class="sw" style="background:'
                     f'{colour}"></span>{esc(name)}</div>{charts}</div>')
     return (f'<section class="hsec"><h2>Differences of matched detections</h2>{radios}'
@@ -308,10 +332,12 @@ def _box(row: list[Any]) -> tuple[float, float, float, float]:
     return float(row[0]), float(row[1]), float(row[2]), float(row[3])
 
 
-def _rect(row: list[Any], cls: str, tip: str) -> str:
+def _rect(row: list[Any], cls: str, tip: str = "") -> str:
+    """A box in frame pixels, with a hover tip."""
     x1, y1, x2, y2 = _box(row)
-    return (f'<rect class="{cls}" x="{x1:.1f}" y="{y1:.1f}" width="{max(x2 - x1, 0):.1f}" '
-            f'height="{max(y2 - y1, 0):.1f}"><title>{esc(tip)}</title></rect>')
+    shape = (f'<rect class="{cls}" x="{x1:.1f}" y="{y1:.1f}" width="{max(x2 - x1, 0):.1f}" '
+             f'height="{max(y2 - y1, 0):.1f}"')
+    return f"{shape}><title>{esc(tip)}</title></rect>" if tip else f"{shape}/>"
 
 
 def _tip(who: str, index: int, row: list[Any]) -> str:
@@ -328,9 +354,9 @@ def _tag(x: float, y: float, text: str, font: float, bounds: tuple[int, int], cl
             f'y="{y + font:.1f}" font-size="{font:.1f}" class="tagtx">{esc(text)}</text></g>')
 
 
-def stage_overlay(record: dict[str, Any], index: int, name: str, colour: str,
-                  font: float) -> tuple[str, str]:
+def stage_overlay(record: dict[str, Any], slot: Slot, font: float) -> tuple[str, str]:
     """(boxes, missing/extra markers) of one stage, all in class s{index}."""
+    index, name, colour = slot
     entry = record["stages"].get(name, {})
     if "detections" not in entry:
         return "", ""
@@ -359,7 +385,7 @@ def stage_overlay(record: dict[str, Any], index: int, name: str, colour: str,
 
 
 def frame_svg(record: dict[str, Any], frame: np.ndarray | None,
-              stages: list[tuple[int, str, str]]) -> str:
+              slots: list[Slot]) -> str:
     """The frame with reference (dashed) and per-stage boxes, in frame pixels."""
     w, h = (int(v) for v in record["frame_size"])
     font = 12.0 * w / min(w, MAX_WIDTH)
@@ -370,9 +396,9 @@ def frame_svg(record: dict[str, Any], frame: np.ndarray | None,
         canvas = (f'<rect width="{w}" height="{h}" fill="#3a3a3a"/><text x="{w / 2}" '
                   f'y="{h / 2}" class="noimg" font-size="{font * 1.5:.1f}">image not found'
                   f'</text>')
-    layers = [stage_overlay(record, index, name, colour, font) for index, name, colour in stages]
+    layers = [stage_overlay(record, slot, font) for slot in slots]
     reference = "".join(f'<g class="b-{band_of(float(row[4]))}">'
-                        + _rect(row, "u", "") + _rect(row, "d", _tip("reference", i, row))
+                        + _rect(row, "u") + _rect(row, "d", _tip("reference", i, row))
                         + "</g>" for i, row in enumerate(record.get("reference", [])))
     return (f'<svg class="frame" viewBox="0 0 {w} {h}" width="{min(w, MAX_WIDTH)}" '
             f'role="img" aria-label="{esc(record["image"])}">{canvas}'
@@ -406,50 +432,60 @@ def image_counts(record: dict[str, Any], name: str) -> dict[str, Any]:
             "min_iou": min((p["iou"] for p in fw_pairs), default=None)}
 
 
-def image_table(record: dict[str, Any], stages: list[tuple[int, str, str]]) -> str:
+def _issues(record: dict[str, Any], entry: dict[str, Any]) -> str:
+    match, parts = entry["match"], []
+    if match["missing"]:
+        parts.append(f'<div>missing: {_listing(record.get("reference", []), match["missing"], "ref")}'
+                     '</div>')
+    if match["extra"]:
+        parts.append(f'<div>extra: {_listing(entry["detections"], match["extra"], "")}</div>')
+    return "".join(parts)
+
+
+def image_table(record: dict[str, Any], slots: list[Slot]) -> str:
+    """Per stage on one image: firmware-band matching, and who is missing or extra."""
     rows = []
-    reference = record.get("reference", [])
-    for index, name, colour in stages:
+    for _, name, colour in slots:
         entry = record["stages"].get(name)
-        lead = f'<td><span class="sw" style="background:{colour}"></span>{esc(name)}</td>'
         if entry is None:
             continue
+        lead = f'<td><span class="sw" style="background:{colour}"></span>{esc(name)}</td>'
         if "error" in entry:
             rows.append(f'<tr>{lead}<td colspan="4" class="bad">error: {esc(entry["error"])}'
                         f'</td></tr>')
             continue
         c = image_counts(record, name)
-        issues = " ".join(part for part in (
-            f'<div>missing: {_listing(reference, entry["match"]["missing"], "ref")}</div>'
-            if entry["match"]["missing"] else "",
-            f'<div>extra: {_listing(entry["detections"], entry["match"]["extra"], "")}</div>'
-            if entry["match"]["extra"] else "") if part)
         bad = "bad" if c["missing"] or c["extra"] else ""
         extra = f' +{c["extra"]} extra' if c["extra"] else ""
         min_iou = fmt(c["min_iou"]) if c["min_iou"] is not None else ""
         rows.append(f'<tr>{lead}<td>{c["shown"]}/{c["all"]}</td>'
                     f'<td class="{bad}">{c["matched"]}/{c["reference"]}{extra}</td>'
-                    f'<td>{esc(min_iou)}</td><td class="issues">{issues}</td></tr>')
+                    f'<td>{esc(min_iou)}</td><td class="issues">{_issues(record, entry)}</td></tr>')
     return ('<table class="per"><thead><tr><th>stage</th><th>dets ≥0.4/all</th>'
             '<th>matched ≥0.4</th><th>min IoU</th><th>missing / extra (label, score)</th>'
             f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def image_badge(record: dict[str, Any], stages: list[tuple[int, str, str]]) -> str:
-    """Firmware-band missing/extra summed over the compared stages of one image."""
-    missing = extra = errors = 0
-    for _, name, _ in stages[1:]:
+def image_badge(record: dict[str, Any], slots: list[Slot]) -> str:
+    """Missing/extra summed over the compared stages of one image, firmware band apart."""
+    missing = extra = errors = below = 0
+    for _, name, _ in slots[1:]:
         entry = record["stages"].get(name, {})
         if "error" in entry:
             errors += 1
         elif "detections" in entry:
             c = image_counts(record, name)
             missing, extra = missing + c["missing"], extra + c["extra"]
-    if not (missing or extra or errors):
-        return '<span class="badge ok">ok ≥0.4</span>'
-    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra"),
-                                            (errors, "errors")) if n]
-    return f'<span class="badge warn">{esc(", ".join(parts))} ≥0.4</span>'
+            below += len(entry["match"]["missing"]) + len(entry["match"]["extra"]) \
+                - c["missing"] - c["extra"]
+    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra")) if n]
+    badge = f'<span class="badge warn">{esc(", ".join(parts))} ≥0.4</span>' if parts \
+        else '<span class="badge ok">ok ≥0.4</span>'
+    if errors:
+        badge += f' <span class="badge err">{errors} stage errors</span>'
+    if below:
+        badge += f' <span class="badge dim">{below} unmatched &lt;0.4</span>'
+    return badge
 
 
 def json_lines_html(record: dict[str, Any]) -> str:
@@ -460,11 +496,11 @@ def json_lines_html(record: dict[str, Any]) -> str:
             f'<pre>{esc(chr(10).join(lines))}</pre></details>')
 
 
-def toggles(stages: list[tuple[int, str, str]]) -> tuple[str, str]:
-    """(checkbox inputs, legend labels): stages, reference and score bands."""
+def toggles(slots: list[Slot]) -> tuple[str, str]:
+    """(checkbox inputs, legend labels): stages (the reference stage off), reference, bands."""
     inputs, labels = [], []
-    for index, name, colour in stages:
-        checked = "" if index == stages[0][0] else " checked"
+    for index, name, colour in slots:
+        checked = "" if index == slots[0].index else " checked"
         inputs.append(f'<input type="checkbox" id="t-s{index}" class="tog"{checked}>')
         labels.append(f'<label for="t-s{index}"><span class="sw" style="background:{colour}">'
                       f'</span>{esc(name)}</label>')
@@ -479,18 +515,20 @@ def toggles(stages: list[tuple[int, str, str]]) -> tuple[str, str]:
 
 
 def images_section(report: dict[str, Any], frames: Frames) -> str:
-    stages = [(i, s["name"], stage_colour(s["name"], i)) for i, s in enumerate(report["stages"])
-              if s["status"] == "ran"]
-    inputs, labels = toggles(stages)
+    """Index with badges, the toggles and legend, then one card per image."""
+    slots = ran_slots(report)
+    if not slots:
+        return '<section class="imgs"><h2>Images</h2><p>no stage ran</p></section>'
+    inputs, labels = toggles(slots)
     index, cards = [], []
     for k, record in enumerate(report["records"]):
-        badge = image_badge(record, stages)
+        badge = image_badge(record, slots)
         index.append(f'<li><a href="#img-{k}">{esc(record["image"])}</a> {badge}</li>')
         frame = frames.get(record["image"])
         found = "" if frame is not None else ' <span class="badge warn">image not found</span>'
         cards.append(f'<article id="img-{k}"><h3>{esc(record["image"])} {badge}{found}</h3>'
-                     f'<div class="card"><div class="pic">{frame_svg(record, frame, stages)}'
-                     f'</div><div class="side">{image_table(record, stages)}'
+                     f'<div class="card"><div class="pic">{frame_svg(record, frame, slots)}'
+                     f'</div><div class="side">{image_table(record, slots)}'
                      f'{json_lines_html(record)}</div></div></article>')
     return (f'<section class="imgs"><h2>Images</h2><ul class="index">{"".join(index)}</ul>'
             f'{inputs}<div class="legend">show: {labels}<span class="key">dashed white = '
@@ -545,9 +583,9 @@ padding:1px 8px;margin:2px 3px;cursor:pointer;user-select:none;background:#fff}
 .legend{position:sticky;top:0;z-index:2;background:#fafafa;padding:4px 0;
 border-bottom:1px solid #ddd}
 .legend .key{color:#666;font-size:12px;margin-left:8px}
-.hrow{display:flex;align-items:center;gap:6px;margin:2px 0}
+.hrow{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin:2px 0}
 .hname{width:110px;font-weight:600;font-size:13px}
-.hb{display:none;gap:6px}
+.hb{display:none;flex-wrap:wrap;gap:6px}
 .hist{background:#fff;border:1px solid #e3e3e3}
 .hist .ht{font-size:10px;fill:#333}.hist .hn{font-size:8px;fill:#333;text-anchor:middle}
 .hist .hx{font-size:8px;fill:#666;text-anchor:middle}.hist .axis,.hist .tick{stroke:#999}
@@ -556,6 +594,7 @@ border-bottom:1px solid #ddd}
 .index{columns:3;font-size:13px;padding-left:18px}
 .badge{font-size:11px;font-weight:500;padding:0 6px;border-radius:8px;white-space:nowrap}
 .badge.ok{background:#e3f2e4;color:#2e7d32}.badge.warn{background:#fff0d6;color:#a35a00}
+.badge.dim{background:#eee;color:#777}.badge.err{background:#fde0e0;color:#a00}
 .card{display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start}
 .pic{flex:0 0 auto;max-width:640px}.side{flex:1 1 420px;min-width:0}
 svg.frame{display:block;max-width:100%;height:auto;background:#222}
@@ -569,6 +608,7 @@ vector-effect:non-scaling-stroke}
 font-weight:600}.noimg{fill:#ccc;text-anchor:middle}
 .per{font-size:12px;background:#fff;border:1px solid #ddd;width:100%}
 .per th{background:#eee}.per td{border-top:1px solid #eee}
+.per td:first-child,.stages td:first-child{white-space:nowrap}.scroll{overflow-x:auto}
 .issues{font-family:ui-monospace,Menlo,monospace;font-size:11px}
 .issues .fw{font-weight:700;color:#a00}.issues .lo{color:#888}
 .jl summary{cursor:pointer;font-size:12px;color:#444;margin-top:6px}

@@ -30,7 +30,7 @@ from parity.model_folder import FIRMWARE_JSON, ModelFolder
 from parity.preprocess import tensor_sha256
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
-from parity.runners.torch_runner import NativeTorchRunner, TorchRunner
+from parity.runners.torch_runner import NativeTorchRunner, SharedForward, TorchRunner
 
 STAGE_ORDER = ("torch", "torch-legacy", "onnx", "onnx-sim", "ncnn", "ncnn-fp16", "device")
 COMPARE_MIN_SCORE = 0.1  # detections are compared down to here, in bands
@@ -150,9 +150,11 @@ def build_stages(loaded: LoadedModel, folder: ModelFolder,
     context = StageContext(spec.head.num_classes, spec.head.strides, spec.head.centre_offset,
                            folder.class_names)
     names, layout = folder.output_names_of_manifest, folder.layout
-    stages = [Stage("torch", "native", NativeTorchRunner(loaded.model),
-                    output_names=NativeTorchRunner(loaded.model).output_names),
-              Stage("torch-legacy", layout, TorchRunner(_export_wrapper(loaded, folder), names),
+    forward = SharedForward(loaded.model)
+    native = NativeTorchRunner(forward)
+    stages = [Stage("torch", "native", native, output_names=native.output_names),
+              Stage("torch-legacy", layout,
+                    TorchRunner(_export_wrapper(loaded, folder), names, forward),
                     output_names=names)]
     for name, path in (("onnx", folder.onnx), ("onnx-sim", folder.sim_onnx)):
         if path.is_file():

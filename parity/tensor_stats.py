@@ -15,6 +15,16 @@ ARGMAX_MIN_SCORE = 0.1  # class-argmax agreement counts cells scoring at least t
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-9, 3, 121)])
 
 
+def _log_histogram(values: np.ndarray) -> np.ndarray:
+    """Counts per HIST_EDGES bin, computed directly (np.histogram sorts: 10x slower)."""
+    index = np.zeros(values.shape, np.int64)
+    positive = values > 0
+    logs = np.log10(np.maximum(values[positive], 1e-300))
+    index[positive] = np.clip(np.floor((logs + 9.0) * 10.0).astype(np.int64) + 1, 0,
+                              len(HIST_EDGES) - 2)
+    return np.bincount(index, minlength=len(HIST_EDGES) - 1)
+
+
 def _sig(value: float) -> float:
     """12 significant digits: sums are stable far beyond that, last bits are not."""
     return float(f"{float(value):.12g}")
@@ -28,7 +38,7 @@ def tensor_record(reference: np.ndarray, stage: np.ndarray, class_columns: int |
     b = stage.astype(np.float64).ravel()
     diff = np.abs(a - b)
     finite = np.isfinite(diff)
-    hist, _ = np.histogram(np.where(finite, diff, HIST_EDGES[-1]), bins=HIST_EDGES)
+    hist = _log_histogram(np.where(finite, diff, HIST_EDGES[-1]))
     rel = diff / np.maximum(np.abs(a), 1e-6)
     record = {
         "count": int(a.size), "max_abs": float(diff.max()) if a.size else 0.0,
