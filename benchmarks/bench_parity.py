@@ -40,8 +40,8 @@ def main() -> None:
         startup_one = time.perf_counter() - start
         marks: list[float] = []
         start = time.perf_counter()
-        records, _ = run_records(inputs, frames, args.workers,
-                                 lambda done, total: marks.append(time.perf_counter()))
+        run_records(inputs, frames, args.workers,
+                    lambda done, total: marks.append(time.perf_counter()))
         total = time.perf_counter() - start
     steady = (len(frames) - 1) / (marks[-1] - marks[0]) if len(marks) > 1 else 0.0
     print(json.dumps({

@@ -56,6 +56,7 @@ class Slot(NamedTuple):
 
 
 def esc(value: Any) -> str:
+    """Any value as escaped HTML text (attribute-safe)."""
     return html.escape(str(value), quote=True)
 
 
@@ -68,6 +69,7 @@ def number(value: Any) -> float:
 
 
 def fmt(value: Any, digits: int = 4) -> str:
+    """Floats to `digits` significant digits, None to nothing, the rest as str."""
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
     if isinstance(value, float):
@@ -108,6 +110,7 @@ def jpeg_data_uri(frame: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- header
 
 def _flatten(data: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """(name, version) pairs of the nested `tool` entry."""
     if isinstance(data, dict):
         for key, value in data.items():
             yield from _flatten(value, key if key != "libraries" else "")
@@ -116,6 +119,7 @@ def _flatten(data: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
 
 
 def _header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) lines of the header table."""
     checkpoint, folder, images = report["checkpoint"], report["model_folder"], report["images"]
     size = folder.get("input") or {}
     source = f'{images["count"]} from {images["source"]}'
@@ -124,8 +128,12 @@ def _header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if images.get("unreadable"):
         source += f'  unreadable: {", ".join(images["unreadable"])}'
     tools = "  ".join(f"{k} {v}" for k, v in _flatten(report.get("tool", {})))
-    model = (f'{folder.get("path")}  layout {folder.get("layout", "?")}  '
-             f'input {size.get("width", "?")}×{size.get("height", "?")}')
+    model = str(folder.get("path", ""))
+    if folder.get("layout"):
+        model += f'  layout {folder["layout"]}'
+    if size:
+        model += f'  input {size.get("width")}×{size.get("height")} {size.get("pixel_format", "")}'
+
     rows = [("checkpoint", f'{checkpoint["file"]}  sha256 {checkpoint.get("sha256", "")}'),
             ("model folder", model), ("images", source), ("tools", tools or "—")]
     if report.get("blame"):
@@ -151,6 +159,7 @@ def header_html(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- stage table
 
 def _failing_columns(report: dict[str, Any]) -> set[tuple[str, str]]:
+    """(stage, stage-table column) of every failing check."""
     failing = set()
     for check in report["gate"]["checks"]:
         if not check["passed"]:
@@ -489,6 +498,7 @@ def image_badge(record: dict[str, Any], slots: list[Slot]) -> str:
 
 
 def json_lines_html(record: dict[str, Any]) -> str:
+    """What the device printed for this image, when the device stage ran."""
     lines = record["stages"].get("device", {}).get("json_lines")
     if not lines:
         return ""
