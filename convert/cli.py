@@ -114,6 +114,11 @@ def print_summary(console: Console, result: ConvertResult) -> None:
                 table.add_row("stride 64", f"dropped: {check.stride64_only} of "
                               f"{check.reference_detections} detections needed it "
                               "(--stride64 fold keeps them)")
+        if check.residuals is not None:
+            table.add_row("residuals", f"{check.residuals['clamped']} cells scoring >= 0.4 had a "
+                          "right/bottom edge under half a stride from their Plus centre "
+                          f"(clamped); {check.residuals['competing']} stride-32 cells scoring "
+                          ">= 0.4 were also claimed by a stride-64 prediction")
     for note in result.notes:
         table.add_row("note", note)
     console.print(table)

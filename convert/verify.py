@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from heads.decode import Detections, levels_from_logits
+from heads.export import rewrite_residuals
 from heads.loader import LoadedModel
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
 from parity.firmware import PROB_THRESHOLD
@@ -37,6 +38,7 @@ class VerifyResult:
     worst_score_diff: float = 0.0
     worst_edge_px: float = 0.0
     stride64_only: int | None = None  # reference detections that need the stride-64 level
+    residuals: dict[str, int] | None = None  # Plus rewrite: clamped / competing cells
 
     @property
     def matched_fraction(self) -> float:
@@ -93,6 +95,10 @@ def verify_folder(loaded: LoadedModel, param: Path, weights: Path, layout: str, 
             logits = loaded.model(torch.from_numpy(feed))
         levels = levels_from_logits(logits, spec.head.strides)
         reference = native_detections(levels, spec.head.centre_offset, box)
+        if spec.is_plus and layout == "legacy":
+            found = rewrite_residuals(levels)
+            result.residuals = {k: (result.residuals or {}).get(k, 0) + n
+                                for k, n in found.items()}
         if len(levels) > 3:
             without = native_detections(levels[:3], spec.head.centre_offset, box)
             kept = match_detections(reference, without, min_iou=MIN_IOU)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -277,3 +278,32 @@ class PlusToLegacy(nn.Module):
                 dis_out = _distance_logits(self.direct[index], self.spread[index], prob)
             outputs += [flatten_cells(cls), flatten_cells(dis_out)]
         return tuple(outputs)
+
+
+def rewrite_residuals(levels: list, threshold: float = 0.4) -> dict[str, int]:
+    """How often the Plus-to-legacy rewrite meets its limits on one image.
+
+    `levels` are LevelOutputs of the Plus head (strides 8..64). Counts cells
+    scoring >= `threshold`: `clamped`, whose right or bottom edge lies less than
+    half a stride past the Plus centre (shown at the firmware centre instead);
+    `competing`, stride-32 cells that a stride-64 prediction would also claim
+    (the higher score wins the cell).
+    """
+    from heads.decode import expected_distances
+
+    clamped = 0
+    for level in levels[:3]:
+        hot = level.cls.max(1) >= threshold
+        if hot.any():
+            dist = expected_distances(level.dis[hot])
+            clamped += int(((dist[:, 2] < 0.5) | (dist[:, 3] < 0.5)).sum())
+    competing = 0
+    if len(levels) > 3:
+        s32, s64 = levels[2], levels[3]
+        own = (s32.cls.max(1) >= threshold).reshape(s32.height, s32.width)
+        big = (s64.cls.max(1) >= threshold).reshape(s64.height, s64.width)
+        claimed = np.zeros_like(own)
+        for y, x in zip(*np.nonzero(big)):  # cells 2X-1..2X, 2Y-1..2Y
+            claimed[max(2 * y - 1, 0):2 * y + 1, max(2 * x - 1, 0):2 * x + 1] = True
+        competing = int((own & claimed).sum())
+    return {"clamped": clamped, "competing": competing}

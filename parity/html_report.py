@@ -32,7 +32,7 @@ STAGE_COLOURS = {"torch": "#4e79a7", "torch-legacy": "#76b7b2", "onnx": "#59a14f
                  "device": "#a66bff"}
 SPARE_COLOURS = ("#9c755f", "#bab0ac", "#86bcb6", "#d4a6c8")
 
-# (values key, axis title, lowest decade, highest decade, tolerance key, limit as plotted)
+# (values key, axis title, lowest decade, highest decade, tolerance key, value/limit as plotted)
 METRICS = (("iou", "1 − IoU", -6, 0, "min_iou", lambda v: 1.0 - v),
            ("score_diff", "|Δ score|", -6, 0, "max_score_diff", lambda v: v),
            ("edge_px", "max edge error, px", -4, 3, "max_edge_px", lambda v: v))
@@ -310,7 +310,8 @@ def band_charts(values: dict[str, list[Any]], band: str, limits: dict[str, float
     for key, title, low, high, tol, plotted in METRICS:
         limit = plotted(limits[tol]) if band == "firmware" else None
         label = f"{title} (limit {fmt(limit, 3)})" if limit is not None else title
-        charts.append(histogram_svg(values.get(key, []), label, low, high, limit, colour))
+        shown = [plotted(v) for v in values.get(key, [])]  # e.g. IoU is drawn as 1 - IoU
+        charts.append(histogram_svg(shown, label, low, high, limit, colour))
     return f'<div class="hb h-{band}">{"".join(charts)}</div>'
 
 

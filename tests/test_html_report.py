@@ -178,3 +178,16 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 def pixels_near(image: np.ndarray, rgb: tuple[int, int, int], tolerance: int = 24) -> int:
     target = np.array(rgb[::-1], np.int32)
     return int((np.abs(image.astype(np.int32) - target).sum(axis=2) < tolerance).sum())
+
+
+def test_iou_is_drawn_as_one_minus_iou():
+    """Perfect matches (IoU 1) land in the ≈0 bin, not beyond the limit in red."""
+    from parity.html_report import band_charts
+
+    limits = {"min_iou": 0.9, "max_score_diff": 0.02, "max_edge_px": 8.0}
+    perfect = band_charts({"iou": [1.0] * 3, "score_diff": [0.0], "edge_px": [0.0]}, "firmware",
+                          limits, "#123456")
+    assert "#d62728" not in perfect
+    shifted = band_charts({"iou": [0.5] * 3, "score_diff": [0.0], "edge_px": [0.0]}, "firmware",
+                          limits, "#123456")
+    assert 'fill="#d62728"' in shifted
