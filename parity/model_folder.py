@@ -108,11 +108,13 @@ class ModelFolder:
         return list(self.manifest["architecture"]["class_names"])
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, missing: str = "missing from the model folder"
+                     ) -> dict[str, Any]:
+    """A JSON file holding an object, or a one-line InputError naming it."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(path, "missing from the model folder") from None
+        raise InputError(path, missing) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(path, f"not readable JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -124,8 +126,11 @@ def read_model_folder(path: str | Path) -> ModelFolder:
     path = Path(path)
     if not path.is_dir():
         raise InputError(path, "not a model folder (no such directory)")
-    manifest = _read_json(path / MANIFEST)
-    firmware = _read_json(path / FIRMWARE_JSON) if (path / FIRMWARE_JSON).exists() else None
+    manifest = read_json_object(path / MANIFEST)
+    for key in ("layout", "input", "outputs", "architecture"):
+        if key not in manifest:
+            raise InputError(path / MANIFEST, f"lacks {key!r}: not written by convert")
+    firmware = read_json_object(path / FIRMWARE_JSON) if (path / FIRMWARE_JSON).exists() else None
     if firmware is not None:
         try:
             nodes = firmware["model"]["modelOutputNodes"]

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from heads.errors import InputError
 from parity.gate import evaluate
+from parity.model_folder import read_json_object
 from parity.summary import summarize
 
 SCHEMA = "nanodet-unitv2/parity-report"
@@ -53,13 +54,8 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 
 def read_report(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "no such report") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not a readable JSON report: {exc}") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+    report = read_json_object(path, "no such report")
+    if report.get("schema") != SCHEMA:
         raise InputError(path, f"not a {SCHEMA} document")
     if report.get("schema_version") != SCHEMA_VERSION:
         raise InputError(path, f"schema version {report.get('schema_version')} is not "
