@@ -97,8 +97,8 @@ def plan_export(loaded: LoadedModel, legacy_head: bool, stride64: str) -> Export
                "reg_max_out": wrapper.reg_max_out,
                "detail": "distances re-expressed from the firmware's (x+0.5)*stride centres as "
                          "two-hot bin distributions; "
-                         + ("stride-64 predictions copied onto the surrounding stride-32 cells "
-                            "where they score higher"
+                         + ("each stride-64 prediction moved to the weakest of the four "
+                            "stride-32 cells around its centre, where it scores higher"
                             if stride64 == "fold" else "stride-64 level dropped")}
     return ExportPlan(wrapper, "legacy", LEGACY_INPUT, legacy_output_names(), rewrite)
 

@@ -73,19 +73,14 @@ class PlusNativeLayout(nn.Module):
         return torch.cat(cells, 2).permute(0, 2, 1)
 
 
-def _cells(t: torch.Tensor) -> torch.Tensor:
-    """[1, K, H, W] -> [1, K, 1, H*W]: the same cells in one row."""
-    return t.reshape(1, t.shape[1], 1, -1)
-
-
-def _class_max(cells: torch.Tensor, classes: int) -> torch.Tensor:
-    """[1, C, 1, N] -> [1, 1, 1, N]: best class score per cell, as one max-pooling layer.
+def _class_max(scores: torch.Tensor) -> torch.Tensor:
+    """[1, C, H, W] -> [1, 1, H, W]: best class score per cell, as a max pool over classes.
 
     (torch.amax would export to a Reduction whose axes the firmware's ncnn reads
-    differently; a (C x 1) max pool over the class rows is exact and old-ncnn safe.)
+    differently; classes moved innermost and pooled (1 x C) are exact and safe.)
     """
-    rows = cells.reshape(1, 1, classes, -1)
-    return F.max_pool2d(rows, kernel_size=(classes, 1))
+    inner = scores.permute(0, 2, 3, 1)
+    return F.max_pool2d(inner, kernel_size=(1, scores.shape[1])).permute(0, 3, 1, 2)
 
 
 def side_softmax(dis: torch.Tensor, bins: int) -> torch.Tensor:
@@ -178,9 +173,9 @@ class PlusToLegacy(nn.Module):
     expectation give back d'. A right/bottom distance below half a stride
     cannot be shown from the firmware's centre: it clamps to 0 (residual).
 
-    Stride 64 (`fold`): each stride-64 prediction is copied onto the 2x2
-    stride-32 cells whose firmware centres surround its own centre, and
-    replaces a cell's own prediction where its best class score is higher.
+    Stride 64 (`fold`): each stride-64 prediction goes to the weakest of the 2x2
+    stride-32 cells whose firmware centres surround its own centre, replacing
+    that cell's own prediction if its best class score is higher.
     Distances are re-expressed in stride-32 units, so stride 32 gets
     2*reg_max+2 bins; strides 8 and 16 get reg_max+2 (the firmware reads
     reg_max per level from the dis width). `drop` discards stride 64.
@@ -211,7 +206,7 @@ class PlusToLegacy(nn.Module):
         self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
         # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
         self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
-        self.register_buffer("place_scores", torch.ones(head.num_classes, 1, 2, 2),
+        self.register_buffer("place_scores", torch.ones(head.num_classes + 2, 1, 2, 2),
                              persistent=False)
         self.register_buffer("place_distances", _distance_placement(), persistent=False)
 
@@ -226,22 +221,29 @@ class PlusToLegacy(nn.Module):
 
     def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
                       dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Copy stride-64 predictions onto stride-32 cells where they score higher.
+        """Put each stride-64 prediction on the weakest of its four stride-32 cells.
 
-        Stride-64 cell X goes to stride-32 cells 2X-1 and 2X (likewise in y): the
-        four cells whose firmware centres, 64X -+ 16 px, surround the Plus centre
-        64X. `dist64` holds 2*d in stride-32 units from the Plus centre and a
-        channel of ones; the copy adds -+0.5 per side according to the cell's
-        side of the centre. Copies of one prediction are identical boxes, so the
-        firmware's NMS keeps one. The blend works on cells in one row,
-        [1, K, 1, H*W], and returns them so (few layers: cheap in ncnn).
+        Stride-64 cell X belongs to stride-32 cells 2X-1 and 2X (likewise in y):
+        the four cells whose firmware centres, 64X -+ 16 px, surround the Plus
+        centre 64X. The prediction replaces the cell of that block whose own best
+        score is lowest, if it scores higher, so it survives whenever it beats any
+        of the four and costs the fewest own predictions. `dist64` holds 2*d in
+        stride-32 units from the Plus centre and a channel of ones; the copy adds
+        -+0.5 per side according to the cell's side of the centre.
         """
-        cls_up = _cells(self._place(cls64, self.place_scores, cls32))
-        dist_up = _cells(self._place(dist64, self.place_distances, cls32))
-        cls32, dist32 = _cells(cls32), _cells(dist32)
+        score32 = _class_max(cls32)
+        minus32 = -score32
+        # -(lowest own score) per block {2X-1, 2X}: a max pool of -score, padded before
+        minus_weakest = F.max_pool2d(F.pad(minus32, (1, 0, 1, 0), value=-2.0), 2, 2)
+        placed = self._place(torch.cat([cls64, _class_max(cls64), minus_weakest], 1),
+                             self.place_scores, cls32)
         classes = self.num_classes
-        take = torch.clamp((_class_max(cls_up, classes) - _class_max(cls32, classes))
-                           * FOLD_SHARPNESS, 0.0, 1.0)
+        cls_up, score_up, minus_weakest_up = (placed[:, :classes],
+                                              placed[:, classes:classes + 1],
+                                              placed[:, classes + 1:])
+        dist_up = self._place(dist64, self.place_distances, cls32)
+        is_weakest = torch.clamp((minus32 - minus_weakest_up) * FOLD_SHARPNESS + 1.0, 0.0, 1.0)
+        take = torch.clamp((score_up - score32) * FOLD_SHARPNESS, 0.0, 1.0) * is_weakest
         return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
 
     @staticmethod
