@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib.metadata
 import json
 import tarfile
 from pathlib import Path
 from typing import Any
 
+from heads.checkpoint import file_sha256
 from heads.errors import StageError
+
+MANIFEST_VERSION = 1
 from parity.model_folder import (
     FIRMWARE_CONFIG_POOL,
     FIRMWARE_JSON,
@@ -18,21 +19,6 @@ from parity.model_folder import (
     firmware_config_bytes,
     firmware_model_json,
 )
-
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "numpy")
-MANIFEST_VERSION = 1
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def tool_versions() -> dict[str, Any]:
-    return {"nanodet-unitv2": _version("nanodet-unitv2"),
-            "libraries": {name: _version(name) for name in LIBRARIES}}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -48,12 +34,8 @@ def write_firmware_json(folder: Path, class_names: list[str], output_names: list
     write_json(folder / FIRMWARE_JSON, doc)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    files = {p.name: sha256_of(p) for p in sorted(folder.iterdir())
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
              if p.is_file() and p.name != MANIFEST}
     manifest = {"manifest_version": MANIFEST_VERSION, **manifest, "files": files}
     write_json(folder / MANIFEST, manifest)

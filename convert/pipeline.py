@@ -19,12 +19,13 @@ from typing import Any, Literal
 from torch import nn
 
 from convert.ncnn_lint import lint_param
-from convert.package import sha256_of, tool_versions, write_firmware_json, write_manifest, write_tar
+from convert.package import write_firmware_json, write_manifest, write_tar
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from convert.verify import VerifyResult, verify_folder
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
 from heads.export import LegacyLayout, PlusNativeLayout, PlusToLegacy
 from heads.loader import LoadedModel, load_detector
+from heads.versions import tool_versions
 from parity.firmware import MEAN_BGR, NORM_BGR
 from parity.model_folder import (
     BIN_FILE,
@@ -294,4 +295,4 @@ def _manifest(loaded: LoadedModel, plan: ExportPlan, input_size: tuple[int, int]
     }
 
 
-__all__ = ["ConvertResult", "convert_checkpoint", "parse_input_size", "sha256_of"]
+__all__ = ["ConvertResult", "convert_checkpoint", "parse_input_size"]

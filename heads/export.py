@@ -127,6 +127,24 @@ def _spread_conv(bins: int) -> nn.Conv2d:
     return conv.requires_grad_(False)
 
 
+def _three_taps(weight: torch.Tensor) -> torch.Tensor:
+    """A 2x2 transposed-conv kernel as 3x3 with a zero third tap (see `_place`)."""
+    return F.pad(weight, (0, 1, 0, 1))
+
+
+def _fold_gate_conv(classes: int) -> nn.Conv2d:
+    """1x1 conv on [placed classes, score64, -weakest, score32] -> two gates before clamping:
+    K*(score64 - score32) and 1 - K*(score32 + -weakest), K = FOLD_SHARPNESS."""
+    conv = nn.Conv2d(classes + 3, 2, 1)
+    k = FOLD_SHARPNESS
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, classes, 0, 0], conv.weight[0, classes + 2, 0, 0] = k, -k
+        conv.weight[1, classes + 1, 0, 0], conv.weight[1, classes + 2, 0, 0] = -k, -k
+        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    return conv.requires_grad_(False)
+
+
 def _distance_placement() -> torch.Tensor:
     """ConvTranspose weight [5, 4, 2, 2]: copy l, t, r, b; the 5th (ones) input adds the
     shift from the Plus centre to the firmware centre of output cell 2X-1 (k=0) or 2X (k=1).
@@ -206,9 +224,11 @@ class PlusToLegacy(nn.Module):
         self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
         # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
         self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
-        self.register_buffer("place_scores", torch.ones(head.num_classes + 2, 1, 2, 2),
+        self.register_buffer("place_scores", _three_taps(torch.ones(head.num_classes + 2, 1,
+                                                                    2, 2)), persistent=False)
+        self.register_buffer("place_distances", _three_taps(_distance_placement()),
                              persistent=False)
-        self.register_buffer("place_distances", _distance_placement(), persistent=False)
+        self.fold_gates = _fold_gate_conv(head.num_classes)
 
     @property
     def reg_max_out(self) -> tuple[int, ...]:
@@ -232,31 +252,29 @@ class PlusToLegacy(nn.Module):
         -+0.5 per side according to the cell's side of the centre.
         """
         score32 = _class_max(cls32)
-        minus32 = -score32
         # -(lowest own score) per block {2X-1, 2X}: a max pool of -score, padded before
-        minus_weakest = F.max_pool2d(F.pad(minus32, (1, 0, 1, 0), value=-2.0), 2, 2)
+        minus_weakest = F.max_pool2d(F.pad(-score32, (1, 0, 1, 0), value=-2.0), 2, 2)
         placed = self._place(torch.cat([cls64, _class_max(cls64), minus_weakest], 1),
                              self.place_scores, cls32)
-        classes = self.num_classes
-        cls_up, score_up, minus_weakest_up = (placed[:, :classes],
-                                              placed[:, classes:classes + 1],
-                                              placed[:, classes + 1:])
         dist_up = self._place(dist64, self.place_distances, cls32)
-        is_weakest = torch.clamp((minus32 - minus_weakest_up) * FOLD_SHARPNESS + 1.0, 0.0, 1.0)
-        take = torch.clamp((score_up - score32) * FOLD_SHARPNESS, 0.0, 1.0) * is_weakest
+        # one 1x1 conv (+ fused clip) gives both 0/1 gates: "scores higher", "is weakest"
+        gates = torch.clamp(self.fold_gates(torch.cat([placed, score32], 1)), 0.0, 1.0)
+        take = gates[:, :1] * gates[:, 1:]
+        cls_up = placed[:, :self.num_classes]
         return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
 
     @staticmethod
     def _place(x: torch.Tensor, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """ConvTranspose k=2, s=2, pad=1: input cell X -> output cells 2X-1, 2X."""
+        """ConvTranspose k=3 (third tap zero), s=2, pad=1: cell X -> cells 2X-1, 2X.
+
+        The output padding makes the stride-32 grid size, odd or even, without a
+        Padding layer.
+        """
         groups = x.shape[1] if weight.shape[1] == 1 and weight.shape[0] == x.shape[1] else 1
-        out = F.conv_transpose2d(x, weight, stride=2, padding=1, output_padding=1,
-                                 groups=groups)  # 2*H64 - 1 rows
-        missing_h = like.shape[2] - out.shape[2]  # 1 for even stride-32 grids, 0 for odd
-        missing_w = like.shape[3] - out.shape[3]
-        if missing_h or missing_w:
-            out = F.pad(out, (0, missing_w, 0, missing_h))
-        return out
+        pad_h = like.shape[2] - (2 * x.shape[2] - 1)  # 1 for even stride-32 grids, 0 for odd
+        pad_w = like.shape[3] - (2 * x.shape[3] - 1)
+        return F.conv_transpose2d(x, weight, stride=2, padding=1,
+                                  output_padding=(pad_h, pad_w), groups=groups)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.from_levels(self.model(x))

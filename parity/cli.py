@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from heads.checkpoint import file_sha256
 from heads.cli_support import one_line_errors
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from heads.versions import tool_versions
 from parity.check import CheckInputs, run_records
 from parity.gate import load_tolerances
 from parity.images import IMAGE_SUFFIXES, load_frames
@@ -66,8 +67,6 @@ def image_paths(folder: Path) -> list[Path]:
 
 def _header(checkpoint: Path, model_dir: Path, source: str, unreadable: list[Path],
             count: int, shard: tuple[int, int] | None) -> dict[str, Any]:
-    from convert.package import tool_versions
-
     folder = read_model_folder(model_dir)
     return {
         "tool": tool_versions(),
