@@ -143,7 +143,7 @@ def _export_wrapper(loaded: LoadedModel, folder: ModelFolder):
 def build_stages(loaded: LoadedModel, folder: ModelFolder,
                  only: set[str] | None = None) -> tuple[list[Stage], StageContext]:
     """Every stage in order; those whose files are absent are marked skipped."""
-    from parity.runners.ncnn_fp16 import Fp16EmulatedNcnnRunner
+    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
 
     _check_compatible(loaded, folder)
     spec = loaded.spec
@@ -165,8 +165,8 @@ def build_stages(loaded: LoadedModel, folder: ModelFolder,
     stages.append(Stage("ncnn", layout, NcnnRunner(folder.param, folder.bin, folder.input_name,
                                                    names), output_names=names))
     stages.append(Stage("ncnn-fp16", layout,
-                        Fp16EmulatedNcnnRunner(folder.param, folder.bin, folder.input_name,
-                                               names), output_names=names))
+                        Fp16CastNcnnRunner(folder.param, folder.bin, folder.input_name, names),
+                        output_names=names))
     if folder.firmware_json is None or layout != "legacy":
         stages.append(Stage("device", layout, skipped="no model.json: not a UnitV2 folder"))
     else:

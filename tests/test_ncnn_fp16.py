@@ -183,3 +183,23 @@ def test_runner_interface():
     assert runner.output_names == OUTPUTS
     with pytest.raises(Exception, match="nope"):
         Fp16EmulatedNcnnRunner(PARAM, WEIGHTS, INPUT, ["nope"])
+
+
+@pytest.mark.parametrize("stem, input_name, outputs, size", [
+    ("nanodet_m", "input.1", ["792", "795", "814", "817", "836", "839"], (320, 320)),
+    ("nanodet-plus-m_416", "data", ["output"], (416, 416))])
+def test_cast_runner_gives_the_layer_by_layer_bits(stem, input_name, outputs, size):
+    """The fast runner (Cast layers inside ncnn) equals the layer-by-layer emulation."""
+    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
+
+    param, weights = REFERENCE_NCNN / f"{stem}.param", REFERENCE_NCNN / f"{stem}.bin"
+    frame = cv2.resize(cv2.imread(str(IMAGES / "astronaut.jpg")), size).astype(np.float32)
+    x = (frame - np.float32([103.53, 116.28, 123.675])) * np.float32([0.017429, 0.017507,
+                                                                      0.017125])
+    feed = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    slow = Fp16EmulatedNcnnRunner(param, weights, input_name, outputs).infer(feed)
+    fast = Fp16CastNcnnRunner(param, weights, input_name, outputs).infer(feed)
+    plain = NcnnRunner(param, weights, input_name, outputs).infer(feed)
+    for blob in outputs:
+        assert np.array_equal(slow[blob], fast[blob]), blob
+        assert not np.array_equal(fast[blob], plain[blob])
