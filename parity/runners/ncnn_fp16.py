@@ -172,33 +172,14 @@ class Fp16CastNcnnRunner:
     def __init__(self, param: Path, weights: Path, input_name: str, output_names: list[str],
                  name: str = "ncnn-fp16", threads: int = 1):
         self.name = name
-        self.input_name = input_name
         self.output_names = list(output_names)
         try:
-            original = Param.read(Path(param))
+            rewritten = with_fp16_casts(Param.read(Path(param)), set(self.output_names)).text()
         except (OSError, ValueError, IndexError) as error:
             raise InputError(param, f"not a readable ncnn param: {error}") from None
-        produced = {top for layer in original.layers for top in layer.tops}
-        missing = [blob for blob in [input_name, *self.output_names] if blob not in produced]
-        if missing:
-            raise InputError(param, f"has no blob named {missing[0]!r}")
-        self.net = ncnn.Net()
-        self.net.opt.num_threads = threads
-        self.net.opt.use_fp16_storage = self.net.opt.use_fp16_packed = False
-        self.net.opt.use_fp16_arithmetic = False
-        if self.net.load_param_mem(with_fp16_casts(original, set(self.output_names)).text()):
-            raise InputError(param, "ncnn cannot load it with fp16 casts added")
-        if self.net.load_model(str(weights)) != 0:
-            raise InputError(weights, "ncnn cannot load these weights")
+        self._runner = NcnnRunner(param, weights, input_name, self.output_names, name, threads,
+                                  param_text=rewritten)
 
     def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
-        array = fp16_round(feed[0])
-        extractor = self.net.create_extractor()
-        extractor.input(self.input_name, ncnn.Mat(array).clone())
-        outputs = {}
-        for blob in self.output_names:
-            status, mat = extractor.extract(blob)
-            if status != 0:
-                raise InputError(blob, f"ncnn could not compute blob {blob!r}")
-            outputs[blob] = fp16_round(np.array(mat))
-        return outputs
+        outputs = self._runner.infer(fp16_round(feed))
+        return {blob: fp16_round(value) for blob, value in outputs.items()}

@@ -12,8 +12,11 @@ from parity.ncnn_param import Param
 
 
 class NcnnRunner:
+    """A .param/.bin pair run in fp32; `param_text`, if given, is loaded instead of the
+    file (a rewritten net), while errors still name `param`."""
+
     def __init__(self, param: Path, weights: Path, input_name: str, output_names: list[str],
-                 name: str = "ncnn", threads: int = 1):
+                 name: str = "ncnn", threads: int = 1, param_text: str | None = None):
         self.name = name
         self.input_name = input_name
         self.output_names = list(output_names)
@@ -22,7 +25,9 @@ class NcnnRunner:
         self.net.opt.use_fp16_storage = False
         self.net.opt.use_fp16_packed = False
         self.net.opt.use_fp16_arithmetic = False
-        if self.net.load_param(str(param)) != 0:
+        loaded = self.net.load_param(str(param)) if param_text is None \
+            else self.net.load_param_mem(param_text)
+        if loaded != 0:
             raise InputError(param, "ncnn cannot load this param file")
         if self.net.load_model(str(weights)) != 0:
             raise InputError(weights, "ncnn cannot load these weights (too short for the param?)")
