@@ -23,8 +23,9 @@ from convert.package import write_firmware_json, write_manifest, write_tar
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from convert.verify import VerifyResult, verify_folder
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
-from heads.export import LegacyLayout, PlusNativeLayout, PlusToLegacy
+from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel, load_detector
+from heads.plus_to_legacy import PlusToLegacy
 from heads.versions import tool_versions
 from parity.firmware import MEAN_BGR, NORM_BGR
 from parity.model_folder import (

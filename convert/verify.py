@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from heads.decode import Detections, levels_from_logits
-from heads.export import rewrite_residuals
 from heads.loader import LoadedModel
+from heads.plus_to_legacy import rewrite_residuals
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
 from parity.firmware import PROB_THRESHOLD
 from parity.match import match_detections

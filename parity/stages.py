@@ -16,8 +16,9 @@ import numpy as np
 
 from heads.decode import Detections, LevelOutput
 from heads.errors import InputError
-from heads.export import LegacyLayout, PlusNativeLayout, PlusToLegacy
+from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel
+from heads.plus_to_legacy import PlusToLegacy
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
 from parity.firmware import (
     Letterbox,

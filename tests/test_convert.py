@@ -14,8 +14,8 @@ from convert import convert_checkpoint, pipeline
 from convert.cli import main
 from convert.verify import verify_folder
 from heads.errors import StageError
-from heads.export import PlusToLegacy
 from heads.loader import load_detector
+from heads.plus_to_legacy import PlusToLegacy
 from parity.model_folder import legacy_output_names, read_model_folder
 from parity.preprocess import frame_to_tensor
 from parity.runners.ncnn_runner import NcnnRunner

@@ -8,8 +8,8 @@ import torch
 
 from heads.decode import expected_distances, levels_from_logits
 from heads.detector import build_detector
-from heads.export import PlusToLegacy, _class_max
 from heads.loader import load_detector
+from heads.plus_to_legacy import PlusToLegacy, _class_max
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
 from parity.model_folder import legacy_output_names

@@ -12,7 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from convert import convert_checkpoint, pipeline
-from heads.export import PlusToLegacy, flatten_cells
+from heads.export import flatten_cells
+from heads.plus_to_legacy import PlusToLegacy
 from parity.cli import main
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH
 

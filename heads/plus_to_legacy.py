@@ -1,0 +1,284 @@
+"""NanoDet-Plus rewritten into the legacy NanoDet layout the UnitV2 firmware decodes.
+
+The firmware decodes three levels with centres at (x+0.5)*stride; Plus has
+four levels with centres at x*stride. `PlusToLegacy` rewrites both inside the
+graph so that the firmware's own softmax-and-expectation decode yields the
+Plus boxes.
+
+Every op here exists in the firmware's ncnn (early 2021) and no tensor has more
+than 3 dims after the batch dim. The max over classes is a max pooling, not
+`torch.amax`, whose Reduction that ncnn reads on other axes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.decode import LevelOutput, expected_distances
+from heads.detector import LevelLogits, NanoDet
+from heads.export import flatten_cells
+
+DISTRIBUTION_FLOOR = 1e-7  # probability of the unused bins (log: -16.1)
+FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
+
+Stride64 = Literal["fold", "drop"]
+
+
+def _class_max(scores: torch.Tensor) -> torch.Tensor:
+    """[1, C, H, W] -> [1, 1, H, W]: best class score per cell, as a max pool over classes.
+
+    (torch.amax would export to a Reduction whose axes the firmware's ncnn reads
+    differently; classes moved innermost and pooled (1 x C) are exact and safe.)
+    """
+    inner = scores.permute(0, 2, 3, 1)
+    return F.max_pool2d(inner, kernel_size=(1, scores.shape[1])).permute(0, 3, 1, 2)
+
+
+def side_softmax(dis: torch.Tensor, bins: int) -> torch.Tensor:
+    """Softmax over each side's bins: [1, 4*bins, H, W] -> probabilities, same shape."""
+    return torch.cat([torch.softmax(side, dim=1) for side in dis.split(bins, dim=1)], 1)
+
+
+def _expectation_conv(bins: int, scale: float, shift: tuple[float, ...],
+                      ones: bool = False) -> nn.Conv2d:
+    """1x1 conv: per side, scale * sum_k k * p_k + shift[side] (+ a channel of ones)."""
+    conv = nn.Conv2d(4 * bins, 5 if ones else 4, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for side in range(4):
+            conv.weight[side, side * bins:(side + 1) * bins, 0, 0] = scale * torch.arange(bins)
+        conv.bias.copy_(torch.tensor([*shift, 1.0] if ones else shift))
+    return conv.requires_grad_(False)
+
+
+def _endpoint_conv(bins: int) -> nn.Conv2d:
+    """1x1 conv: per side s, [1 - d[s]/K, d[s]/K] with K = bins - 1 (low halves first)."""
+    top = bins - 1
+    conv = nn.Conv2d(4, 8, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for side in range(4):
+            conv.weight[side, side, 0, 0] = -1.0 / top
+            conv.weight[4 + side, side, 0, 0] = 1.0 / top
+        conv.bias.copy_(torch.tensor([1.0] * 4 + [0.0] * 4))
+    return conv.requires_grad_(False)
+
+
+def _spread_conv(bins: int) -> nn.Conv2d:
+    """1x1 conv: [log p_0, log p_K] per side -> all bins, the inner ones at the floor."""
+    top = bins - 1
+    conv = nn.Conv2d(8, 4 * bins, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.fill_(math.log(DISTRIBUTION_FLOOR))
+        for side in range(4):
+            conv.weight[side * bins, side, 0, 0] = 1.0
+            conv.weight[side * bins + top, 4 + side, 0, 0] = 1.0
+            conv.bias[side * bins] = conv.bias[side * bins + top] = 0.0
+    return conv.requires_grad_(False)
+
+
+def _three_taps(weight: torch.Tensor) -> torch.Tensor:
+    """A 2x2 transposed-conv kernel as 3x3 with a zero third tap (see `_place`)."""
+    return F.pad(weight, (0, 1, 0, 1))
+
+
+def _fold_gate_conv(classes: int) -> nn.Conv2d:
+    """1x1 conv on [placed classes, score64, -weakest, score32] -> two gates before clamping:
+    K*(score64 - score32) and 1 - K*(score32 + -weakest), K = FOLD_SHARPNESS."""
+    conv = nn.Conv2d(classes + 3, 2, 1)
+    k = FOLD_SHARPNESS
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, classes, 0, 0], conv.weight[0, classes + 2, 0, 0] = k, -k
+        conv.weight[1, classes + 1, 0, 0], conv.weight[1, classes + 2, 0, 0] = -k, -k
+        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+    return conv.requires_grad_(False)
+
+
+def _distance_placement() -> torch.Tensor:
+    """ConvTranspose weight [5, 4, 2, 2]: copy l, t, r, b; the 5th (ones) input adds the
+    shift from the Plus centre to the firmware centre of output cell 2X-1 (k=0) or 2X (k=1).
+    """
+    weight = torch.zeros(5, 4, 2, 2)
+    for side in range(4):
+        weight[side, side] = 1.0
+    towards = torch.tensor([-0.5, 0.5])  # l, t grow by 0.5 on the far side of the centre
+    weight[4, 0] = towards.view(1, 2).expand(2, 2)  # left: by kx
+    weight[4, 1] = towards.view(2, 1).expand(2, 2)  # top: by ky
+    weight[4, 2] = -towards.view(1, 2).expand(2, 2)  # right
+    weight[4, 3] = -towards.view(2, 1).expand(2, 2)  # bottom
+    return weight
+
+
+def _compose(first: nn.Conv2d, second: nn.Conv2d) -> nn.Conv2d:
+    """The 1x1 conv equal to `second(first(x))`."""
+    conv = nn.Conv2d(first.in_channels, second.out_channels, 1)
+    with torch.no_grad():
+        w1, w2 = first.weight[:, :, 0, 0], second.weight[:, :, 0, 0]
+        conv.weight.copy_((w2 @ w1)[:, :, None, None])
+        conv.bias.copy_(w2 @ first.bias + second.bias)
+    return conv.requires_grad_(False)
+
+
+def _distance_logits(endpoints: nn.Conv2d, spread: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Logits whose softmax expectation is the distance d: mass d/K on bin K, 1 - d/K on 0.
+
+    Only 8 logarithms per cell; the clamp fuses into the conv as ncnn's Clip
+    activation and keeps d < 0 (a right/bottom edge left of the firmware centre)
+    at 0. The inner bins sit at the floor probability.
+    """
+    return spread(torch.log(torch.clamp(endpoints(x), DISTRIBUTION_FLOOR, 1.0)))
+
+
+class PlusToLegacy(nn.Module):
+    """NanoDet-Plus rewritten for a decoder that assumes legacy NanoDet geometry.
+
+    Centre offset: Plus predicts distances from x*stride, the firmware measures
+    them from (x+0.5)*stride. Per side the graph takes Plus's expected
+    distance d (in strides), shifts it by +0.5 (left, top) or -0.5 (right,
+    bottom), and emits logits of a distribution over K+1 widened bins with
+    mass d'/K on bin K and 1 - d'/K on bin 0; the firmware's softmax and
+    expectation give back d'. A right/bottom distance below half a stride
+    cannot be shown from the firmware's centre: it clamps to 0 (residual).
+
+    Stride 64 (`fold`): each stride-64 prediction goes to the weakest of the 2x2
+    stride-32 cells whose firmware centres surround its own centre, replacing
+    that cell's own prediction if its best class score is higher.
+    Distances are re-expressed in stride-32 units, so stride 32 gets
+    2*reg_max+2 bins; strides 8 and 16 get reg_max+2 (the firmware reads
+    reg_max per level from the dis width). `drop` discards stride 64.
+
+    `compensate=False` with `drop` is the naive rewrite (slices and sigmoid
+    only), kept to show that parity checks catch it.
+    """
+
+    def __init__(self, model: NanoDet, stride64: Stride64 = "fold", compensate: bool = True):
+        super().__init__()
+        head = model.spec.head
+        if not model.spec.is_plus or tuple(head.strides[:3]) != (8, 16, 32):
+            raise ValueError("PlusToLegacy takes a NanoDet-Plus model with strides 8/16/32(/64)")
+        if stride64 == "fold" and len(head.strides) < 4:
+            raise ValueError("stride64='fold' needs a stride-64 level")
+        if stride64 == "fold" and not compensate:
+            raise ValueError("folding stride 64 needs the centre compensation")
+        self.model = model
+        self.num_classes = head.num_classes
+        self.fold = stride64 == "fold"
+        self.compensate = compensate
+        self.bins = head.reg_max + 1
+        widened = head.reg_max + 2 if compensate else self.bins  # room for d + 0.5
+        self.level_bins = (widened, widened, 2 * head.reg_max + 2 if self.fold else widened)
+        self.expect = _expectation_conv(self.bins, 1.0, (0.5, 0.5, -0.5, -0.5))
+        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0), ones=True)
+        self.endpoints = nn.ModuleList(_endpoint_conv(b) for b in self.level_bins)
+        self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
+        # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
+        self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
+        self.register_buffer("place_scores", _three_taps(torch.ones(head.num_classes + 2, 1,
+                                                                    2, 2)), persistent=False)
+        self.register_buffer("place_distances", _three_taps(_distance_placement()),
+                             persistent=False)
+        self.fold_gates = _fold_gate_conv(head.num_classes)
+
+    @property
+    def reg_max_out(self) -> tuple[int, ...]:
+        """reg_max the firmware infers per level from the dis width."""
+        return tuple(b - 1 for b in self.level_bins)
+
+    def distance_logits(self, distance: torch.Tensor, level: int = 2) -> torch.Tensor:
+        """[1, 4, H, W] distances (strides) -> [1, 4*bins, H, W] logits."""
+        return _distance_logits(self.endpoints[level], self.spread[level], distance)
+
+    def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
+                      dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put each stride-64 prediction on the weakest of its four stride-32 cells.
+
+        Stride-64 cell X belongs to stride-32 cells 2X-1 and 2X (likewise in y):
+        the four cells whose firmware centres, 64X -+ 16 px, surround the Plus
+        centre 64X. The prediction replaces the cell of that block whose own best
+        score is lowest, if it scores higher, so it survives whenever it beats any
+        of the four and costs the fewest own predictions. `dist64` holds 2*d in
+        stride-32 units from the Plus centre and a channel of ones; the copy adds
+        -+0.5 per side according to the cell's side of the centre.
+        """
+        score32 = _class_max(cls32)
+        # -(lowest own score) per block {2X-1, 2X}: a max pool of -score, padded before
+        minus_weakest = F.max_pool2d(F.pad(-score32, (1, 0, 1, 0), value=-2.0), 2, 2)
+        placed = self._place(torch.cat([cls64, _class_max(cls64), minus_weakest], 1),
+                             self.place_scores, cls32)
+        dist_up = self._place(dist64, self.place_distances, cls32)
+        # one 1x1 conv (+ fused clip) gives both 0/1 gates: "scores higher", "is weakest"
+        gates = torch.clamp(self.fold_gates(torch.cat([placed, score32], 1)), 0.0, 1.0)
+        take = gates[:, :1] * gates[:, 1:]
+        cls_up = placed[:, :self.num_classes]
+        return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
+
+    @staticmethod
+    def _place(x: torch.Tensor, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """ConvTranspose k=3 (third tap zero), s=2, pad=1: cell X -> cells 2X-1, 2X.
+
+        The output padding makes the stride-32 grid size, odd or even, without a
+        Padding layer.
+        """
+        groups = x.shape[1] if weight.shape[1] == 1 and weight.shape[0] == x.shape[1] else 1
+        pad_h = like.shape[2] - (2 * x.shape[2] - 1)  # 1 for even stride-32 grids, 0 for odd
+        pad_w = like.shape[3] - (2 * x.shape[3] - 1)
+        return F.conv_transpose2d(x, weight, stride=2, padding=1,
+                                  output_padding=(pad_h, pad_w), groups=groups)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.from_levels(self.model(x))
+
+    def from_levels(self, levels: LevelLogits) -> tuple[torch.Tensor, ...]:
+        """The legacy layout from the Plus model's raw per-level logits."""
+        outputs: list[torch.Tensor] = []
+        for index, (cls_logits, dis) in enumerate(levels[:3]):
+            cls = torch.sigmoid(cls_logits)
+            if not self.compensate:
+                outputs += [flatten_cells(cls), flatten_cells(dis)]
+                continue
+            prob = side_softmax(dis, self.bins)
+            if index == 2 and self.fold:
+                cls64_logits, dis64 = levels[3]
+                dist64 = self.expect64(side_softmax(dis64, self.bins))
+                cls, dist = self.fold_stride64(cls, self.expect(prob),
+                                               torch.sigmoid(cls64_logits), dist64)
+                dis_out = _distance_logits(self.endpoints[index], self.spread[index], dist)
+            else:
+                dis_out = _distance_logits(self.direct[index], self.spread[index], prob)
+            outputs += [flatten_cells(cls), flatten_cells(dis_out)]
+        return tuple(outputs)
+
+
+def rewrite_residuals(levels: list[LevelOutput], threshold: float = 0.4) -> dict[str, int]:
+    """How often the Plus-to-legacy rewrite meets its limits on one image.
+
+    `levels` are LevelOutputs of the Plus head (strides 8..64). Counts cells
+    scoring >= `threshold`: `clamped`, whose right or bottom edge lies less than
+    half a stride past the Plus centre (shown at the firmware centre instead);
+    `competing`, stride-32 cells that a stride-64 prediction would also claim
+    (the higher score wins the cell).
+    """
+    clamped = 0
+    for level in levels[:3]:
+        hot = level.cls.max(1) >= threshold
+        if hot.any():
+            dist = expected_distances(level.dis[hot])
+            clamped += int(((dist[:, 2] < 0.5) | (dist[:, 3] < 0.5)).sum())
+    competing = 0
+    if len(levels) > 3:
+        s32, s64 = levels[2], levels[3]
+        own = (s32.cls.max(1) >= threshold).reshape(s32.height, s32.width)
+        big = (s64.cls.max(1) >= threshold).reshape(s64.height, s64.width)
+        claimed = np.zeros_like(own)
+        for y, x in zip(*np.nonzero(big)):  # cells 2X-1..2X, 2Y-1..2Y
+            claimed[max(2 * y - 1, 0):2 * y + 1, max(2 * x - 1, 0):2 * x + 1] = True
+        competing = int((own & claimed).sum())
+    return {"clamped": clamped, "competing": competing}
