@@ -61,7 +61,7 @@ def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: 
         else:
             click.echo("\n".join(info_lines(loaded)))
         return
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     size = parse_input_size(input_size)
     with console.status("converting ...") as status:
         def report(line: str) -> None:

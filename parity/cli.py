@@ -119,7 +119,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
           junit: Path | None, html: Path | None, workers: int, shard: str | None, blame: bool,
           strict: bool, quiet: bool) -> None:
     """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     limits = load_tolerances(tolerances)
     shard_of = parse_shard(shard)
     if not checkpoint.is_file():
@@ -174,7 +174,7 @@ def _blame(model_dir: Path, frame) -> dict[str, Any]:
 @one_line_errors("parity")
 def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None) -> None:
     """Join shard REPORTS into one report; gates like `check`."""
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     merged = merge_reports([(path, read_report(path)) for path in reports])
     write_json(merged, output)
     sys.exit(_outputs(merged, None, junit, html, None, console))

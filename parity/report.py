@@ -119,13 +119,13 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     gate = report["gate"]
     failing = {c["stage"] for c in gate["checks"] if not c["passed"]}
     table = Table(title=f"parity: {report['images']['count']} images", title_justify="left")
-    for column in ("stage", "verdict", "matched >=0.4", "extra", "min IoU", "max |dscore|",
-                   "max edge px", "AP50", "max |dtensor|", "vs"):
-        table.add_column(column)
+    for column in ("stage", "verdict", "matched>=0.4", "extra", "min IoU", "max dscore",
+                   "max edge px", "AP50", "max dtensor", "vs"):
+        table.add_column(column, no_wrap=True)
     for stage in report["stages"]:
         name = stage["name"]
         if stage["status"] != "ran":
-            table.add_row(name, f"[dim]skipped: {stage['reason']}[/]", *[""] * 8)
+            table.add_row(name, "[dim]skipped[/]", *[""] * 8)
             continue
         figures = report["summary"][name]
         band = figures["detections"]["bands"]["firmware"]
@@ -140,6 +140,9 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
                       _fmt(tensor_max) if tensor_max is not None else "",
                       figures.get("compared_with") or "")
     console.print(table)
+    for stage in report["stages"]:
+        if stage["status"] != "ran":
+            console.print(f"[dim]{stage['name']} skipped: {stage['reason']}[/]")
     for check in gate["checks"]:
         if not check["passed"]:
             console.print(f"[red]FAIL[/] {check['stage']}: {check['check']} = "
