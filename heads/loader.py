@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from heads.checkpoint import Checkpoint, read_checkpoint
 from heads.config import read_config
 from heads.detector import NanoDet, build_detector
@@ -78,8 +76,3 @@ def load_detector(checkpoint: str | Path, config: str | Path | None = None,
         p.requires_grad_(False)
     return LoadedModel(model=model.eval(), spec=spec, checkpoint=ckpt)
 
-
-@torch.no_grad()
-def run_levels(model: NanoDet, tensor: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Raw per-level logits for an already normalised 1x3xHxW tensor."""
-    return model(tensor)

@@ -29,6 +29,7 @@ from parity.firmware import (
 )
 from parity.model_folder import FIRMWARE_JSON, ModelFolder
 from parity.preprocess import tensor_sha256
+from parity.runners.base import Runner
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
 from parity.runners.torch_runner import NativeTorchRunner, SharedForward, TorchRunner
@@ -50,7 +51,7 @@ class StageRun:
 class Stage:
     name: str
     layout: str  # "native", "legacy" or "plus-native": which stages compare tensor to tensor
-    runner: object | None = None
+    runner: Runner | None = None
     skipped: str | None = None  # why it does not run
     output_names: list[str] = field(default_factory=list)
 
