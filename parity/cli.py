@@ -21,7 +21,7 @@ from heads.versions import tool_versions
 from parity.check import CheckInputs, run_records
 from parity.gate import load_tolerances
 from parity.images import IMAGE_SUFFIXES, load_frames
-from parity.model_folder import MANIFEST, read_model_folder
+from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
 from parity.report import (
     build_report,
     merge_reports,
@@ -65,9 +65,9 @@ def image_paths(folder: Path) -> list[Path]:
     return paths
 
 
-def _header(checkpoint: Path, model_dir: Path, source: str, unreadable: list[Path],
+def _header(checkpoint: Path, folder: ModelFolder, source: str, unreadable: list[Path],
             count: int, shard: tuple[int, int] | None) -> dict[str, Any]:
-    folder = read_model_folder(model_dir)
+    model_dir = folder.path
     return {
         "tool": tool_versions(),
         "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint)},
@@ -124,7 +124,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     shard_of = parse_shard(shard)
     if not checkpoint.is_file():
         raise InputError(checkpoint, "no such checkpoint file")
-    read_model_folder(model_dir)
+    folder = read_model_folder(model_dir)
     if images is not None:
         frames, unreadable = load_frames(image_paths(images))
         source = str(images)
@@ -142,18 +142,17 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
         task = bar.add_task("images", total=len(frames))
         records, stages = run_records(inputs, frames, workers,
                                       lambda done, total: bar.update(task, completed=done))
-    report = build_report(_header(checkpoint, model_dir, source, unreadable, len(frames),
+    report = build_report(_header(checkpoint, folder, source, unreadable, len(frames),
                                   shard_of), stages, records, limits)
     if blame:
-        report["blame"] = _blame(model_dir, frames[0][1] if frames else None)
+        report["blame"] = _blame(folder, frames[0][1] if frames else None)
     sys.exit(_outputs(report, json_path, junit, html, dict(frames), console))
 
 
-def _blame(model_dir: Path, frame) -> dict[str, Any]:
+def _blame(folder: ModelFolder, frame) -> dict[str, Any]:
     from parity.blame import blame_ncnn_against_onnx
     from parity.preprocess import frame_to_tensor
 
-    folder = read_model_folder(model_dir)
     if frame is None or not folder.onnx.is_file():
         return {"summary": "not run: no image or no model.onnx"}
     feed, _ = frame_to_tensor(frame, *folder.input_size)

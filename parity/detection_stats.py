@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from heads.decode import Detections
-from parity.match import match_detections, pairwise_iou
+from heads.decode import Detections, pairwise_iou
+from parity.match import match_detections
 
 BANDS = {"firmware": (0.4, 1.01), "mid": (0.2, 0.4), "low": (0.0, 0.2)}
 

@@ -7,19 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from heads.decode import Detections
-
-
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, 4] x [M, 4] xyxy -> [N, M] IoU."""
-    a = a.astype(np.float64)[:, None]
-    b = b.astype(np.float64)[None]
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-12)
+from heads.decode import Detections, pairwise_iou
 
 
 @dataclass(frozen=True)
@@ -39,14 +27,14 @@ def match_detections(reference: Detections, stage: Detections, min_iou: float = 
     """Hungarian assignment maximising total IoU; pairs below `min_iou` do not count."""
     n, m = len(reference), len(stage)
     pairs = np.zeros((0, 2), np.int64)
+    ious = np.zeros(0)
     if n and m:
         iou = pairwise_iou(reference.boxes, stage.boxes)
         rows, cols = linear_sum_assignment(-iou)
         good = iou[rows, cols] >= min_iou
         pairs = np.stack([rows[good], cols[good]], 1).astype(np.int64)
+        ious = iou[pairs[:, 0], pairs[:, 1]]
     ref_i, stage_j = pairs[:, 0], pairs[:, 1]
-    ious = pairwise_iou(reference.boxes[ref_i], stage.boxes[stage_j]).diagonal() \
-        if len(pairs) else np.zeros(0)
     edges = np.abs(reference.boxes[ref_i].astype(np.float64) - stage.boxes[stage_j]).max(1) \
         if len(pairs) else np.zeros(0)
     return Matching(
