@@ -8,7 +8,7 @@ the stride as the distance, clamp boxes to the input, then NMS
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,16 +84,36 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-12)
 
 
+def greedy_suppress(count: int, suppresses: Callable[[int, int], np.ndarray],
+                    block: int = 256) -> np.ndarray:
+    """Greedy NMS over `count` items already in priority order: positions kept.
+
+    `suppresses(first, last)` is the [last - first, count - first] bool matrix of
+    "item first + i suppresses item first + j"; it is asked for a block of rows at
+    a time, so memory stays bounded however many candidates a broken model emits.
+    """
+    alive = np.ones(count, dtype=bool)
+    kept: list[int] = []
+    for first in range(0, count, block):
+        last = min(first + block, count)
+        if not alive[first:last].any():
+            continue
+        matrix = suppresses(first, last)
+        for i in range(first, last):
+            if alive[i]:
+                kept.append(i)
+                alive[i + 1:] &= ~matrix[i - first, i + 1 - first:]
+    return np.asarray(kept, dtype=np.int64)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS: indices kept, highest score first; suppresses IoU > threshold."""
     order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        order = rest[pairwise_iou(boxes[best][None], boxes[rest])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    ordered = boxes[order]
+    kept = greedy_suppress(
+        len(order),
+        lambda first, last: pairwise_iou(ordered[first:last], ordered[first:]) > iou_threshold)
+    return order[kept]
 
 
 def native_decode(levels: Sequence[LevelOutput], centre_offset: float,

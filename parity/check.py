@@ -19,7 +19,7 @@ import numpy as np
 from heads.loader import LoadedModel, load_detector
 from parity.detection_stats import detection_record, detections_to_list
 from parity.model_folder import read_model_folder
-from parity.preprocess import frame_to_tensor, tensor_sha256
+from parity.preprocess import SharedInput, frame_to_tensor
 from parity.stages import Stage, StageContext, build_stages
 from parity.tensor_stats import tensor_record
 
@@ -52,8 +52,10 @@ def _as_compared(stage: Stage, blob: str, value: np.ndarray) -> np.ndarray:
             or value.shape[1] % 4:
         return value
     sides = value.reshape(len(value), 4, -1).astype(np.float64)
-    e = np.exp(sides - sides.max(axis=2, keepdims=True))
-    return (e / e.sum(axis=2, keepdims=True)).reshape(value.shape)
+    sides -= sides.max(axis=2, keepdims=True)
+    np.exp(sides, out=sides)
+    sides /= sides.sum(axis=2, keepdims=True)
+    return sides.reshape(value.shape)
 
 
 # Tensor comparisons: each stage against the stage it was made from (falling back to
@@ -78,18 +80,26 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
     spec = loaded.spec
     feed, box = frame_to_tensor(frame, *input_size, mean_bgr=spec.mean_bgr,
                                 std_bgr=spec.std_bgr)
+    shared = SharedInput(feed)
     record: dict[str, Any] = {
         "image": name, "frame_sha256": hashlib.sha256(frame.tobytes()).hexdigest(),
         "frame_size": [int(frame.shape[1]), int(frame.shape[0])],
-        "input_sha256": tensor_sha256(feed), "stages": {}}
+        "input_sha256": shared.sha256, "stages": {}}
     outputs: dict[str, dict[str, np.ndarray]] = {}
+    compared: dict[tuple[str, str], np.ndarray] = {}  # (stage, blob) -> compared form
+
+    def compared_form(of: Stage, blob: str, value: np.ndarray) -> np.ndarray:
+        if (of.name, blob) not in compared:
+            compared[of.name, blob] = _as_compared(of, blob, value)
+        return compared[of.name, blob]
+
     reference = None
     for stage in stages:
         if stage.runner is None:
             continue
         entry: dict[str, Any] = {}
         try:
-            run = stage.run(frame, feed.copy(), box, context)
+            run = stage.run(frame, feed.copy(), box, context, shared)
         except Exception as exc:  # noqa: BLE001 - a stage failing is a finding, not a crash
             entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             record["stages"][stage.name] = entry
@@ -104,8 +114,8 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
         if previous is not None:
             entry["compared_with"] = previous.name
             entry["tensors"] = {
-                blob: tensor_record(_as_compared(stage, blob, outputs[previous.name][blob]),
-                                    _as_compared(stage, blob, value),
+                blob: tensor_record(compared_form(previous, blob, outputs[previous.name][blob]),
+                                    compared_form(stage, blob, value),
                                     _class_columns(stage, blob, spec.head.num_classes))
                 for blob, value in run.outputs.items() if blob in outputs[previous.name]}
         if run.input_max_diff is not None:

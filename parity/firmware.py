@@ -84,6 +84,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from heads.decode import greedy_suppress
+
 if TYPE_CHECKING:  # pragma: no cover
     import ncnn
 
@@ -257,15 +259,27 @@ def _resize_bilinear_c3(src: np.ndarray, w: int, h: int) -> np.ndarray:
         return src.copy()
     xs, a0, a1 = _resize_coeffs(srcw, w)
     ys, b0, b1 = _resize_coeffs(srch, h)
-    pix = src.astype(np.int32)
+    wa0, wa1 = a0[None, :, None], a1[None, :, None]
 
-    def horizontal(rows: np.ndarray) -> np.ndarray:
-        return (rows[:, xs, :] * a0[None, :, None] + rows[:, xs + 1, :] * a1[None, :, None]) >> 4
+    def horizontal(rows: np.ndarray) -> np.ndarray:  # gather as uint8, then widen
+        left = rows[:, xs, :].astype(np.int32)
+        left *= wa0
+        right = rows[:, xs + 1, :].astype(np.int32)
+        right *= wa1
+        left += right
+        left >>= 4
+        return left
 
-    r0 = horizontal(pix[ys])
-    r1 = horizontal(pix[ys + 1])
-    out = ((b0[:, None, None] * r0) >> 16) + ((b1[:, None, None] * r1) >> 16) + 2
-    return np.clip(out >> 2, 0, 255).astype(np.uint8)
+    r0 = horizontal(src[ys])
+    r0 *= b0[:, None, None]
+    r0 >>= 16
+    r1 = horizontal(src[ys + 1])
+    r1 *= b1[:, None, None]
+    r1 >>= 16
+    r0 += r1
+    r0 += 2
+    r0 >>= 2
+    return np.clip(r0, 0, 255).astype(np.uint8)
 
 
 def _normalize_constants(
@@ -418,14 +432,11 @@ def _softmax_expectation(logits: np.ndarray) -> np.ndarray:
     m = logits.max(axis=2, keepdims=True)
     e = np.exp((logits - m).astype(np.float64)).astype(_F32)  # expf(x - max)
     bins = logits.shape[2]
-    s = np.zeros(logits.shape[:2], dtype=_F32)
-    for b in range(bins):  # sequential float sum
-        s = s + e[:, :, b]
+    # np.cumsum adds in sequence, in float32: the firmware's loop order, bit for bit
+    s = np.cumsum(e, axis=2)[:, :, -1] if bins else np.zeros(logits.shape[:2], _F32)
     p = e / s[:, :, None]
-    d = np.zeros(logits.shape[:2], dtype=_F32)
-    for b in range(bins):
-        d = d + _F32(b) * p[:, :, b]
-    return d
+    weighted = np.arange(bins, dtype=_F32) * p
+    return np.cumsum(weighted, axis=2)[:, :, -1] if bins else s
 
 
 def generate_proposals(
@@ -491,24 +502,20 @@ def firmware_nms(
 ) -> np.ndarray:
     """Indices kept by ``nms_sorted_bboxes`` on boxes already in sorted order (float32 math)."""
     x, y, w, h = (np.asarray(v, dtype=_F32) for v in (x, y, w, h))
-    n = len(x)
     area = w * h
     right, bottom = x + w, y + h
     thr = _F32(iou_threshold)
-    alive = np.ones(n, dtype=bool)
-    picked: list[int] = []
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for i in range(n):
-            if not alive[i]:
-                continue
-            picked.append(i)
-            rest = slice(i + 1, n)
-            iw = np.minimum(right[rest], right[i]) - np.maximum(x[rest], x[i])
-            ih = np.minimum(bottom[rest], bottom[i]) - np.maximum(y[rest], y[i])
-            inter = np.where((iw > 0) & (ih > 0), iw * ih, _F32(0)).astype(_F32)
-            union = (area[rest] + area[i]) - inter
-            alive[rest] &= ~(inter / union > thr)
-    return np.array(picked, dtype=np.int64)
+
+    def suppresses(first: int, last: int) -> np.ndarray:
+        rows, cols = slice(first, last), slice(first, None)
+        iw = np.minimum(right[cols], right[rows, None]) - np.maximum(x[cols], x[rows, None])
+        ih = np.minimum(bottom[cols], bottom[rows, None]) - np.maximum(y[cols], y[rows, None])
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, _F32(0)).astype(_F32)
+        union = (area[cols] + area[rows, None]) - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return inter / union > thr
+
+    return greedy_suppress(len(x), suppresses)
 
 
 def decode_levels(

@@ -7,6 +7,7 @@ For 640x480 frames and a 320x256 net this is exactly the firmware's path
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,3 +43,21 @@ def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int,
 
 def tensor_sha256(tensor: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(tensor, dtype=np.float32).tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SharedInput:
+    """The one tensor every stage is fed, with its hash computed once."""
+
+    tensor: np.ndarray
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", tensor_sha256(self.tensor))
+
+    def sha256_of(self, tensor: np.ndarray) -> str:
+        """`tensor`'s sha256; only hashed again when its bytes differ from the shared ones."""
+        if tensor.shape == self.tensor.shape and tensor.dtype == self.tensor.dtype \
+                and np.array_equal(tensor, self.tensor):
+            return self.sha256
+        return tensor_sha256(tensor)

@@ -28,7 +28,7 @@ from parity.firmware import (
     preprocess_frame_ncnn,
 )
 from parity.model_folder import FIRMWARE_JSON, ModelFolder
-from parity.preprocess import tensor_sha256
+from parity.preprocess import SharedInput
 from parity.runners.base import Runner
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
@@ -56,10 +56,11 @@ class Stage:
     output_names: list[str] = field(default_factory=list)
 
     def run(self, frame: np.ndarray, feed: np.ndarray, box: Letterbox,
-            context: StageContext) -> StageRun:
+            context: StageContext, shared: SharedInput) -> StageRun:
+        """`feed` is this stage's own copy of `shared.tensor`."""
         outputs = self.runner.infer(feed)
         return StageRun(outputs, context.decode(self.layout, outputs, self.output_names, box),
-                        tensor_sha256(feed))
+                        shared.sha256_of(feed))
 
 
 @dataclass
@@ -96,7 +97,7 @@ class DeviceStage(Stage):
     role_names: list[str] = field(default_factory=list)
 
     def run(self, frame: np.ndarray, feed: np.ndarray, box: Letterbox,
-            context: StageContext) -> StageRun:
+            context: StageContext, shared: SharedInput) -> StageRun:
         device_box = letterbox_for(frame.shape[1], frame.shape[0])
         device_input = np.array(preprocess_frame_ncnn(frame, device_box), copy=True)[None]
         outputs = self.runner.infer(device_input)
@@ -109,7 +110,7 @@ class DeviceStage(Stage):
             outputs={role: outputs[name] for role, name in zip(self.role_names, names)},
             detections=legacy_layout_detections(outputs, names, device_box,
                                                 COMPARE_MIN_SCORE),
-            input_sha256=tensor_sha256(device_input),
+            input_sha256=shared.sha256_of(device_input),
             input_max_diff=float(np.abs(device_input - feed).max()) if same_shape
             else float("inf"),
             json_lines=[line] if line is not None else [])

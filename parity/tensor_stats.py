@@ -16,13 +16,16 @@ HIST_EDGES = np.concatenate([[0.0], np.logspace(-9, 3, 121)])
 
 
 def _log_histogram(values: np.ndarray) -> np.ndarray:
-    """Counts per HIST_EDGES bin, computed directly (np.histogram sorts: 10x slower)."""
-    index = np.zeros(values.shape, np.int64)
-    positive = values > 0
-    logs = np.log10(np.maximum(values[positive], 1e-30).astype(np.float32))  # binning only
-    index[positive] = np.clip(np.floor((logs + 9.0) * 10.0).astype(np.int64) + 1, 0,
-                              len(HIST_EDGES) - 2)
-    return np.bincount(index, minlength=len(HIST_EDGES) - 1)
+    """Counts per HIST_EDGES bin of finite values >= 0 (np.histogram sorts: 10x slower)."""
+    bins = values.astype(np.float32)  # binning only
+    with np.errstate(divide="ignore"):
+        np.log10(bins, out=bins)  # 0 -> -inf, clipped into bin 0 below
+    bins += 9.0
+    bins *= 10.0
+    np.floor(bins, out=bins)
+    bins += 1.0
+    np.clip(bins, 0, len(HIST_EDGES) - 2, out=bins)
+    return np.bincount(bins.astype(np.intp), minlength=len(HIST_EDGES) - 1)
 
 
 def _sig(value: float) -> float:
@@ -36,18 +39,29 @@ def tensor_record(reference: np.ndarray, stage: np.ndarray, class_columns: int |
         return {"shape_mismatch": [list(reference.shape), list(stage.shape)]}
     a = reference.astype(np.float64).ravel()
     b = stage.astype(np.float64).ravel()
-    diff = np.abs(a - b)
+    # named buffers and in-place ops: this runs on every blob of every stage and image
+    diff = np.subtract(a, b)
+    np.abs(diff, out=diff)
+    max_abs = float(diff.max()) if a.size else 0.0  # nan or inf when any diff is
+    scratch = np.abs(a)
+    np.maximum(scratch, 1e-6, out=scratch)
+    np.divide(diff, scratch, out=scratch)
+    max_rel = float(scratch.max()) if a.size else 0.0
     finite = np.isfinite(diff)
-    hist = _log_histogram(np.where(finite, diff, HIST_EDGES[-1]))
-    rel = diff / np.maximum(np.abs(a), 1e-6)
+    nonfinite = diff.size - int(np.count_nonzero(finite))
+    if nonfinite:
+        sum_abs = diff[finite].sum()
+        diff[~finite] = HIST_EDGES[-1]  # counted in the last bin
+    else:
+        sum_abs = diff.sum()
     record = {
-        "count": int(a.size), "max_abs": float(diff.max()) if a.size else 0.0,
-        "sum_abs": _sig(diff[finite].sum()), "nonfinite": int((~finite).sum()),
-        "max_rel": float(rel.max()) if a.size else 0.0,
+        "count": int(a.size), "max_abs": max_abs, "sum_abs": _sig(sum_abs),
+        "nonfinite": nonfinite, "max_rel": max_rel,
         # np.sum (pairwise, no BLAS): the same bits in every process, so shards merge exactly
-        "dot": _sig(np.sum(a * b)), "norm_ref": _sig(np.sum(a * a)),
-        "norm_stage": _sig(np.sum(b * b)),
-        "hist": hist.astype(int).tolist(),
+        "dot": _sig(np.sum(np.multiply(a, b, out=scratch))),
+        "norm_ref": _sig(np.sum(np.multiply(a, a, out=scratch))),
+        "norm_stage": _sig(np.sum(np.multiply(b, b, out=scratch))),
+        "hist": _log_histogram(diff).astype(int).tolist(),
     }
     if class_columns and reference.ndim == 2:
         ref_cls, stage_cls = reference[:, :class_columns], stage[:, :class_columns]

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -234,3 +235,20 @@ def test_workers_give_the_same_records(tmp, legacy_clean):
     (tmp / "legacy-clean.json").rename(tmp / "one-worker.json")
     two = check(tmp, LEGACY_PTH, legacy_clean, LEGACY_CFG, "--workers", "2")[1]
     assert two["records"] == one["records"] and two["gate"] == one["gate"]
+
+
+def test_fp16_stage_gives_the_layer_by_layer_bits_on_a_folded_plus_model(plus_clean):
+    """Its Cast layers skip value-preserving layers (Split, Permute, max Pooling, ...):
+    the converted Plus graph has each kind, and the bits still equal the reference."""
+    from parity.model_folder import read_model_folder
+    from parity.preprocess import frame_to_tensor
+    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner, Fp16EmulatedNcnnRunner
+    from tests.conftest import photo
+
+    folder = read_model_folder(plus_clean)
+    names = folder.output_names_of_manifest
+    feed, _ = frame_to_tensor(photo("coffee"), *folder.input_size)
+    args = (folder.param, folder.bin, folder.input_name, names)
+    fast, slow = Fp16CastNcnnRunner(*args).infer(feed), Fp16EmulatedNcnnRunner(*args).infer(feed)
+    for blob in names:
+        assert np.array_equal(fast[blob], slow[blob]), blob

@@ -140,21 +140,33 @@ def _owned(array: np.ndarray) -> ncnn.Mat:
     return ncnn.Mat(array).clone()  # the temporary Mat borrows `array` only during clone
 
 
+# Layers that only move or select values: fed fp16 values, they output fp16 values,
+# so rounding their tops again changes no bit and their Cast pairs are left out.
+_VALUE_PRESERVING = {"Split", "Concat", "Slice", "Crop", "Reshape", "Permute", "Flatten",
+                     "ShuffleChannel", "Squeeze", "ExpandDims"}
+
+
+def _preserves_values(layer: Layer) -> bool:
+    if layer.type == "Pooling":  # max pooling (0=0, ncnn's default) picks an input value
+        return layer.get(0) in (None, "0")
+    return layer.type in _VALUE_PRESERVING
+
+
 def with_fp16_casts(param: Param, keep: set[str]) -> Param:
     """The same net with every intermediate blob cast to fp16 and back by Cast layers.
 
-    Blobs in `keep` (the outputs) are left alone: the runner rounds them itself.
+    Blobs in `keep` (the outputs) stay as computed, the runner rounds them itself;
+    layers reading them get the rounded copy. Tops of value-preserving layers need
+    no casts: all their inputs are rounded already.
     """
     layers: list[Layer] = []
     renamed: dict[str, str] = {}
     for layer in param.layers:
         layers.append(Layer(layer.type, layer.name, [renamed.get(b, b) for b in layer.bottoms],
                             list(layer.tops), list(layer.params)))
-        if layer.type == "Input":
+        if layer.type == "Input" or _preserves_values(layer):
             continue
         for top in layer.tops:
-            if top in keep:
-                continue
             half, rounded = f"{top}__fp16", f"{top}__rounded"
             layers += [Layer("Cast", f"{top}__to_fp16", [top], [half], ["0=1", "1=2"]),
                        Layer("Cast", f"{top}__to_fp32", [half], [rounded], ["0=2", "1=1"])]

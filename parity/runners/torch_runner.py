@@ -6,6 +6,8 @@ wrapper's stage checks the layout the wrapper computes from the same logits.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -13,20 +15,56 @@ from heads.decode import levels_from_logits
 from heads.detector import LevelLogits, NanoDet
 
 
+class _FlatLogits(torch.nn.Module):
+    """The model with its per-level (cls, dis) pairs flattened, as tracing needs."""
+
+    def __init__(self, model: NanoDet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t for level in self.model(x) for t in level)
+
+
 class SharedForward:
-    """The checkpoint's raw logits for the last feed seen, computed once."""
+    """The checkpoint's raw logits for the last feed seen, computed once.
+
+    Runs the model frozen to TorchScript, traced once per input shape: the same
+    aten ops in the same order as eager mode (bit-identical, tested) without
+    Python's per-module overhead, about a third faster on one thread.
+    """
 
     def __init__(self, model: NanoDet):
         self.model = model.eval()
+        self._frozen: dict[tuple[int, ...], torch.jit.ScriptModule | None] = {}
         self._feed: np.ndarray | None = None
         self._logits: LevelLogits | None = None
+
+    def _freeze(self, x: torch.Tensor) -> torch.jit.ScriptModule | None:
+        """The traced, frozen model; None (run eagerly) where TorchScript is unavailable."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit in torch 2.x
+                traced = torch.jit.trace(_FlatLogits(self.model), x, check_trace=False)
+                return torch.jit.freeze(traced.eval(), optimize_numerics=False)
+        except Exception:  # noqa: BLE001 - any failure just means eager mode
+            return None
+
+    def _run(self, x: torch.Tensor) -> LevelLogits:
+        shape = tuple(x.shape)
+        if shape not in self._frozen:
+            self._frozen[shape] = self._freeze(x)
+        frozen = self._frozen[shape]
+        if frozen is None:
+            return self.model(x)
+        flat = frozen(x)
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     @torch.no_grad()
     def __call__(self, feed: np.ndarray) -> LevelLogits:
         if self._feed is None or self._feed.shape != feed.shape \
                 or not np.array_equal(self._feed, feed):
-            self._logits = self.model(torch.from_numpy(np.ascontiguousarray(feed,
-                                                                            np.float32)))
+            self._logits = self._run(torch.from_numpy(np.ascontiguousarray(feed, np.float32)))
             self._feed = feed.copy()
         return self._logits
 
