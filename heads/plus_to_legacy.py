@@ -7,7 +7,8 @@ Plus boxes.
 
 Every op here exists in the firmware's ncnn (early 2021) and no tensor has more
 than 3 dims after the batch dim. The max over classes is a max pooling, not
-`torch.amax`, whose Reduction that ncnn reads on other axes.
+`torch.amax`, whose Reduction that ncnn reads on other axes. The stride-64 fold
+is kept to few layers: each small ncnn layer costs microseconds of overhead.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
 Stride64 = Literal["fold", "drop"]
 
 
-def _class_max(scores: torch.Tensor) -> torch.Tensor:
-    """[1, C, H, W] -> [1, 1, H, W]: best class score per cell, as a max pool over classes.
+def _class_max_pair(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Two [1, C, H, W] -> [1, 2, H, W]: each one's best class score per cell, in one pool.
 
-    (torch.amax would export to a Reduction whose axes the firmware's ncnn reads
-    differently; classes moved innermost and pooled (1 x C) are exact and safe.)
+    Classes moved innermost side by side and max-pooled (1 x C) with stride C: exact,
+    and safe where torch.amax would export to a Reduction whose axes the firmware's
+    ncnn reads differently.
     """
-    inner = scores.permute(0, 2, 3, 1)
-    return F.max_pool2d(inner, kernel_size=(1, scores.shape[1])).permute(0, 3, 1, 2)
+    classes = first.shape[1]
+    inner = torch.cat([first, second], 1).permute(0, 2, 3, 1)
+    pooled = F.max_pool2d(inner, kernel_size=(1, classes), stride=(1, classes))
+    return pooled.permute(0, 3, 1, 2)
 
 
 def side_softmax(dis: torch.Tensor, bins: int) -> torch.Tensor:
@@ -89,15 +93,15 @@ def _three_taps(weight: torch.Tensor) -> torch.Tensor:
     return F.pad(weight, (0, 1, 0, 1))
 
 
-def _fold_gate_conv(classes: int) -> nn.Conv2d:
-    """1x1 conv on [placed classes, score64, -weakest, score32] -> two gates before clamping:
-    K*(score64 - score32) and 1 - K*(score32 + -weakest), K = FOLD_SHARPNESS."""
-    conv = nn.Conv2d(classes + 3, 2, 1)
+def _fold_gate_conv() -> nn.Conv2d:
+    """1x1 conv on [score32, score64, -weakest32, unused] -> two gates before clamping:
+    K*(score64 - score32) and 1 - K*(score32 + -weakest32), K = FOLD_SHARPNESS."""
+    conv = nn.Conv2d(4, 2, 1)
     k = FOLD_SHARPNESS
     with torch.no_grad():
         conv.weight.zero_()
-        conv.weight[0, classes, 0, 0], conv.weight[0, classes + 2, 0, 0] = k, -k
-        conv.weight[1, classes + 1, 0, 0], conv.weight[1, classes + 2, 0, 0] = -k, -k
+        conv.weight[0, 0, 0, 0], conv.weight[0, 1, 0, 0] = -k, k
+        conv.weight[1, 0, 0, 0], conv.weight[1, 2, 0, 0] = -k, -k
         conv.bias.copy_(torch.tensor([0.0, 1.0]))
     return conv.requires_grad_(False)
 
@@ -181,11 +185,12 @@ class PlusToLegacy(nn.Module):
         self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
         # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
         self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
-        self.register_buffer("place_scores", _three_taps(torch.ones(head.num_classes + 2, 1,
-                                                                    2, 2)), persistent=False)
+        self.register_buffer("place_classes", _three_taps(torch.ones(head.num_classes, 1, 2, 2)),
+                             persistent=False)
+        self.register_buffer("place_pair", _three_taps(torch.ones(2, 1, 2, 2)), persistent=False)
         self.register_buffer("place_distances", _three_taps(_distance_placement()),
                              persistent=False)
-        self.fold_gates = _fold_gate_conv(head.num_classes)
+        self.fold_gates = _fold_gate_conv()
 
     @property
     def reg_max_out(self) -> tuple[int, ...]:
@@ -208,16 +213,16 @@ class PlusToLegacy(nn.Module):
         stride-32 units from the Plus centre and a channel of ones; the copy adds
         -+0.5 per side according to the cell's side of the centre.
         """
-        score32 = _class_max(cls32)
-        # -(lowest own score) per block {2X-1, 2X}: a max pool of -score, padded before
-        minus_weakest = F.max_pool2d(F.pad(-score32, (1, 0, 1, 0), value=-2.0), 2, 2)
-        placed = self._place(torch.cat([cls64, _class_max(cls64), minus_weakest], 1),
-                             self.place_scores, cls32)
+        cls_up = self._place(cls64, self.place_classes, cls32)
         dist_up = self._place(dist64, self.place_distances, cls32)
+        scores = _class_max_pair(cls32, cls_up)  # [score32, score64] per stride-32 cell
+        # -(lowest score32) per block {2X-1, 2X}: a max pool of -score, padded before, and
+        # placed back on the stride-32 cells (the score64 channel rides along unused)
+        minus_weakest = self._place(F.max_pool2d(F.pad(-scores, (1, 0, 1, 0), value=-2.0), 2, 2),
+                                    self.place_pair, cls32)
         # one 1x1 conv (+ fused clip) gives both 0/1 gates: "scores higher", "is weakest"
-        gates = torch.clamp(self.fold_gates(torch.cat([placed, score32], 1)), 0.0, 1.0)
+        gates = torch.clamp(self.fold_gates(torch.cat([scores, minus_weakest], 1)), 0.0, 1.0)
         take = gates[:, :1] * gates[:, 1:]
-        cls_up = placed[:, :self.num_classes]
         return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
 
     @staticmethod

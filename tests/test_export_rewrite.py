@@ -9,7 +9,7 @@ import torch
 from heads.decode import expected_distances, levels_from_logits
 from heads.detector import build_detector
 from heads.loader import load_detector
-from heads.plus_to_legacy import PlusToLegacy, _class_max
+from heads.plus_to_legacy import PlusToLegacy, _class_max_pair
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
 from parity.model_folder import legacy_output_names
@@ -80,9 +80,10 @@ def test_emitted_logits_expect_the_distance(reg_max):
         [0, 0, 0, 0], abs=1e-4)  # clamps to the firmware centre: the documented residual
 
 
-def test_class_max_matches_amax():
-    x = torch.randn(1, 81, 5, 7)
-    assert torch.equal(_class_max(x), x.amax(1, keepdim=True))
+def test_class_max_pair_matches_amax():
+    first, second = torch.randn(1, 81, 5, 7), torch.randn(1, 81, 5, 7)
+    assert torch.equal(_class_max_pair(first, second),
+                       torch.cat([first.amax(1, keepdim=True), second.amax(1, keepdim=True)], 1))
 
 
 def test_rewrite_rejects_a_legacy_model():
