@@ -8,7 +8,8 @@ given twice: paired whole-model rounds, and isolated: the two graphs share
 every layer up to the head's last convolutions, so the added latency is the
 difference of the layers after them, timed alone, over the native model's
 latency. Whole-model figures move by about 2 % even between loaded instances of
-identical layers; the isolated figure is stable to about 0.2 %.
+identical layers (given as `same_layers_up_to_head_percent`), which is as large
+as the target; the isolated figure moves by a few tenths of a percent.
 
     python benchmarks/bench_convert.py [--runs 200] [--json out.json]
 """
