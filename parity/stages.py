@@ -71,9 +71,24 @@ class StageContext:
     strides: tuple[int, ...]
     centre_offset: float
     class_names: list[str]
+    # the last decode, reused when the next stage gives the very same bits (onnx and
+    # onnx-sim usually do: ONNX Runtime optimises both to one graph)
+    _last: tuple | None = field(default=None, repr=False)
 
     def decode(self, layout: str, outputs: dict[str, np.ndarray], names: list[str],
                box: Letterbox) -> Detections:
+        if self._last is not None:
+            last_layout, last_names, last_box, last_outputs, detections = self._last
+            if (last_layout, last_names, last_box) == (layout, names, box) and all(
+                    outputs[n].shape == last_outputs[n].shape
+                    and np.array_equal(outputs[n], last_outputs[n]) for n in names):
+                return detections
+        detections = self._decode(layout, outputs, names, box)
+        self._last = (layout, list(names), box, {n: outputs[n] for n in names}, detections)
+        return detections
+
+    def _decode(self, layout: str, outputs: dict[str, np.ndarray], names: list[str],
+                box: Letterbox) -> Detections:
         if layout == "legacy":
             return legacy_layout_detections(outputs, names, box, COMPARE_MIN_SCORE)
         if layout == "plus-native":

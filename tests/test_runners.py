@@ -1,4 +1,4 @@
-"""Runner internals that the parity figures rely on."""
+"""Internals the parity figures rely on: runners, tensor figures, decode reuse."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import torch
 
 from heads.detector import build_detector
 from heads.loader import load_detector
+from parity.detect import legacy_layout_detections
 from parity.preprocess import frame_to_tensor
 from parity.runners.torch_runner import SharedForward
+from parity.stages import COMPARE_MIN_SCORE, StageContext
+from parity.tensor_stats import HIST_EDGES, tensor_record
 from tests.conftest import PLUS_CFG, PLUS_PTH, photo, seeded_state_dict, small_spec
 
 
@@ -37,3 +40,50 @@ def test_frozen_forward_of_the_real_plus_checkpoint_is_bit_identical():
     feed, _ = frame_to_tensor(photo("motorcycle_left"), 320, 256)
     frozen = [t for level in SharedForward(model)(feed) for t in level]
     assert all(torch.equal(a, b) for a, b in zip(frozen, eager_logits(model, feed)))
+
+
+def test_tensor_record_known_values():
+    reference = np.array([[1.0, 2.0], [0.0, 4.0]], np.float32)
+    stage = np.array([[1.0, 2.5], [1e-3, np.inf]], np.float32)
+    record = tensor_record(reference, stage, None)
+    assert record["count"] == 4 and record["nonfinite"] == 1
+    assert record["max_abs"] == np.inf
+    assert record["sum_abs"] == pytest.approx(0.5 + 1e-3, rel=1e-6)
+    hist = np.array(record["hist"])
+    assert hist.sum() == 4 and hist[0] == 1 and hist[-1] == 1  # the exact zero; the inf
+    assert HIST_EDGES[hist.nonzero()[0][1]] <= 1e-3 < HIST_EDGES[hist.nonzero()[0][1] + 1]
+
+
+def test_tensor_record_of_an_exact_copy_takes_the_short_path_to_the_same_figures():
+    rng = np.random.default_rng(3)
+    blob = rng.random((300, 12), dtype=np.float32)
+    blob[:5, :4] = 0.9  # rows above the argmax score floor
+    short = tensor_record(blob, blob.copy(), 4)
+    general = tensor_record(blob, blob.astype(np.float64), 4)  # dtypes differ: no shortcut
+    assert short == general
+    assert short["argmax_rows"] == short["argmax_agree"] > 0
+
+
+def test_decode_reuse_only_for_identical_outputs():
+    from parity.firmware import letterbox_for
+
+    box = letterbox_for(640, 480)
+    names = [f"{kind}{s}" for s in (8, 16, 32) for kind in ("cls", "dis")]
+    rng = np.random.default_rng(0)
+
+    def outputs(hot: float) -> dict[str, np.ndarray]:
+        out = {}
+        for s in (8, 16, 32):
+            cells = (256 // s) * (320 // s)
+            cls = np.zeros((cells, 3), np.float32)
+            cls[cells // 2, 1] = hot
+            out[f"cls{s}"], out[f"dis{s}"] = cls, rng.normal(size=(cells, 32)).astype(np.float32)
+        return out
+
+    context = StageContext(3, (8, 16, 32), 0.5, ["a", "b", "c"])
+    first, second = outputs(0.9), outputs(0.7)
+    for out in (first, second, first, {k: v.copy() for k, v in second.items()}):
+        expected = legacy_layout_detections(out, names, box, COMPARE_MIN_SCORE)
+        got = context.decode("legacy", out, names, box)
+        assert np.array_equal(got.scores, expected.scores)
+        assert np.array_equal(got.boxes, expected.boxes)
