@@ -431,12 +431,10 @@ def _softmax_expectation(logits: np.ndarray) -> np.ndarray:
     """[n, 4, bins] logits -> [n, 4] expected bin index, float32 in ncnn's operation order."""
     m = logits.max(axis=2, keepdims=True)
     e = np.exp((logits - m).astype(np.float64)).astype(_F32)  # expf(x - max)
-    bins = logits.shape[2]
     # np.cumsum adds in sequence, in float32: the firmware's loop order, bit for bit
-    s = np.cumsum(e, axis=2)[:, :, -1] if bins else np.zeros(logits.shape[:2], _F32)
+    s = np.cumsum(e, axis=2)[:, :, -1]
     p = e / s[:, :, None]
-    weighted = np.arange(bins, dtype=_F32) * p
-    return np.cumsum(weighted, axis=2)[:, :, -1] if bins else s
+    return np.cumsum(np.arange(logits.shape[2], dtype=_F32) * p, axis=2)[:, :, -1]
 
 
 def generate_proposals(
