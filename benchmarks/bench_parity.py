@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from convert import convert_checkpoint
-from parity.check import CheckInputs, _prepare, run_records
+from parity.check import CheckInputs, prepare_check, run_records
 from parity.preprocess import frame_to_tensor
 from parity.synthetic import default_frames
 
@@ -31,7 +31,7 @@ def inference_ms(inputs: CheckInputs, frames: list, repeats: int = 3) -> dict[st
     import torch
 
     torch.set_num_threads(1)
-    _, stages, _, size = _prepare(inputs)
+    _, stages, _, size = prepare_check(inputs)
     feeds = [frame_to_tensor(frame, *size)[0] for _, frame in frames]
     timed: dict[str, float] = {}
     for stage in stages:
@@ -44,7 +44,7 @@ def inference_ms(inputs: CheckInputs, frames: list, repeats: int = 3) -> dict[st
             spent = 0.0
             for feed in feeds:
                 if shared is not None:
-                    shared._feed = None
+                    shared.forget()
                     if stage.name != "torch":  # the wrapper reuses the checkpoint's forward
                         shared(feed)
                 start = time.perf_counter()

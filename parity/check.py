@@ -130,8 +130,9 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
 _WORKER: dict[str, Any] = {}
 
 
-def _prepare(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageContext,
-                                          tuple[int, int]]:
+def prepare_check(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageContext,
+                                               tuple[int, int]]:
+    """Load the checkpoint and folder, build the stages: (model, stages, context, net size)."""
     import torch
 
     # torch's thread pool and ncnn's OpenMP threads fight over the cores when both run
@@ -144,7 +145,7 @@ def _prepare(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageContex
 
 
 def _worker_init(inputs: CheckInputs) -> None:
-    _WORKER["state"] = _prepare(inputs)
+    _WORKER["state"] = prepare_check(inputs)
 
 
 def _worker_run(frame: Frame) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def run_records(inputs: CheckInputs, frames: Sequence[Frame], workers: int = 1,
                 progress: Callable[[int, int], None] | None = None
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-image records in image order, the stage table)."""
-    loaded, stages, context, size = _prepare(inputs)  # validates inputs before any work
+    loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
     table = stage_table(stages)
     records: list[dict[str, Any]] = []
     if workers <= 1 or len(frames) <= 1:

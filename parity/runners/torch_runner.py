@@ -60,6 +60,10 @@ class SharedForward:
         flat = frozen(x)
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
+    def forget(self) -> None:
+        """Drop the last feed's logits: the next call computes them again."""
+        self._feed = self._logits = None
+
     @torch.no_grad()
     def __call__(self, feed: np.ndarray) -> LevelLogits:
         if self._feed is None or self._feed.shape != feed.shape \
