@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parity.firmware import MEAN_BGR, NORM_BGR, Letterbox, letterbox_for, preprocess_frame_numpy
+from parity.tensor_stats import same_bits
 
 
 def letterbox_into(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letterbox:
@@ -57,7 +58,6 @@ class SharedInput:
 
     def sha256_of(self, tensor: np.ndarray) -> str:
         """`tensor`'s sha256; only hashed again when its bytes differ from the shared ones."""
-        if tensor.shape == self.tensor.shape and tensor.dtype == self.tensor.dtype \
-                and np.array_equal(tensor, self.tensor):
+        if same_bits(tensor, self.tensor):
             return self.sha256
         return tensor_sha256(tensor)

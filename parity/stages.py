@@ -33,6 +33,7 @@ from parity.runners.base import Runner
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
 from parity.runners.torch_runner import NativeTorchRunner, SharedForward, TorchRunner
+from parity.tensor_stats import same_bits
 
 STAGE_ORDER = ("torch", "torch-legacy", "onnx", "onnx-sim", "ncnn", "ncnn-fp16", "device")
 COMPARE_MIN_SCORE = 0.1  # detections are compared down to here, in bands
@@ -80,8 +81,7 @@ class StageContext:
         if self._last is not None:
             last_layout, last_names, last_box, last_outputs, detections = self._last
             if (last_layout, last_names, last_box) == (layout, names, box) and all(
-                    outputs[n].shape == last_outputs[n].shape
-                    and np.array_equal(outputs[n], last_outputs[n]) for n in names):
+                    same_bits(outputs[n], last_outputs[n]) for n in names):
                 return detections
         detections = self._decode(layout, outputs, names, box)
         self._last = (layout, list(names), box, {n: outputs[n] for n in names}, detections)
