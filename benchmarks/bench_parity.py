@@ -15,6 +15,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from convert import convert_checkpoint
@@ -26,12 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def inference_ms(inputs: CheckInputs, frames: list, repeats: int = 3) -> dict[str, float]:
-    """Per stage, ms of its backend's inference alone per image (one process, one thread):
-    the floor under the harness's own work of decoding, matching and comparing."""
+    """Per stage, ms of its backend's inference alone per image (one process, one thread,
+    the torch model frozen as long runs use it): the floor under the harness's own work
+    of decoding, matching and comparing."""
     import torch
 
     torch.set_num_threads(1)
-    _, stages, _, size = prepare_check(inputs)
+    _, stages, _, size = prepare_check(replace(inputs, freeze_torch=True))
     feeds = [frame_to_tensor(frame, *size)[0] for _, frame in frames]
     timed: dict[str, float] = {}
     for stage in stages:

@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from heads.loader import LoadedModel, load_detector
 from parity.detection_stats import detection_record, detections_to_list
 from parity.model_folder import read_model_folder
 from parity.preprocess import SharedInput, frame_to_tensor
+from parity.runners.torch_runner import FREEZE_PAYS_FROM
 from parity.stages import Stage, StageContext, build_stages
 from parity.tensor_stats import tensor_record
 
@@ -34,6 +35,7 @@ class CheckInputs:
     folder: Path
     config: Path | None
     only: frozenset[str] | None = None
+    freeze_torch: bool = False  # see SharedForward: pays on long runs only
 
 
 def _class_columns(stage: Stage, blob: str, num_classes: int) -> int | None:
@@ -140,7 +142,8 @@ def prepare_check(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageC
     torch.set_num_threads(1)
     loaded = load_detector(inputs.checkpoint, inputs.config)
     folder = read_model_folder(inputs.folder)
-    stages, context = build_stages(loaded, folder, set(inputs.only) if inputs.only else None)
+    stages, context = build_stages(loaded, folder, set(inputs.only) if inputs.only else None,
+                                   inputs.freeze_torch)
     return loaded, stages, context, folder.input_size
 
 
@@ -163,10 +166,12 @@ def run_records(inputs: CheckInputs, frames: Sequence[Frame], workers: int = 1,
                 progress: Callable[[int, int], None] | None = None
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-image records in image order, the stage table)."""
+    processes = 1 if workers <= 1 or len(frames) <= 1 else workers
+    inputs = replace(inputs, freeze_torch=len(frames) / processes >= FREEZE_PAYS_FROM)
     loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
     table = stage_table(stages)
     records: list[dict[str, Any]] = []
-    if workers <= 1 or len(frames) <= 1:
+    if processes == 1:
         for done, (name, frame) in enumerate(frames, 1):
             records.append(image_record(loaded, stages, context, name, frame, size))
             if progress:

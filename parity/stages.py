@@ -158,9 +158,12 @@ def _export_wrapper(loaded: LoadedModel, folder: ModelFolder):
                         compensate=rewrite.get("centre_compensation", True))
 
 
-def build_stages(loaded: LoadedModel, folder: ModelFolder,
-                 only: set[str] | None = None) -> tuple[list[Stage], StageContext]:
-    """Every stage in order; those whose files are absent are marked skipped."""
+def build_stages(loaded: LoadedModel, folder: ModelFolder, only: set[str] | None = None,
+                 freeze_torch: bool = False) -> tuple[list[Stage], StageContext]:
+    """Every stage in order; those whose files are absent are marked skipped.
+
+    `freeze_torch` runs the checkpoint frozen to TorchScript (same bits, faster on
+    long runs; see `SharedForward`)."""
     from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
 
     _check_compatible(loaded, folder)
@@ -168,7 +171,7 @@ def build_stages(loaded: LoadedModel, folder: ModelFolder,
     context = StageContext(spec.head.num_classes, spec.head.strides, spec.head.centre_offset,
                            folder.class_names)
     names, layout = folder.output_names_of_manifest, folder.layout
-    forward = SharedForward(loaded.model)
+    forward = SharedForward(loaded.model, frozen=freeze_torch)
     native = NativeTorchRunner(forward)
     stages = [Stage("torch", "native", native, output_names=native.output_names),
               Stage("torch-legacy", layout,

@@ -25,7 +25,7 @@ def eager_logits(model, feed: np.ndarray) -> list[torch.Tensor]:
 def test_frozen_forward_is_bit_identical_to_eager(plus):
     model = build_detector(small_spec(plus))
     model.load_state_dict(seeded_state_dict(small_spec(plus)))
-    forward = SharedForward(model)
+    forward = SharedForward(model, frozen=True)
     for size in ((320, 256), (224, 160)):  # a second input shape traces again
         feed, _ = frame_to_tensor(photo("chelsea"), *size)
         frozen = [t for level in forward(feed) for t in level]
@@ -38,7 +38,7 @@ def test_frozen_forward_is_bit_identical_to_eager(plus):
 def test_frozen_forward_of_the_real_plus_checkpoint_is_bit_identical():
     model = load_detector(PLUS_PTH, PLUS_CFG).model
     feed, _ = frame_to_tensor(photo("motorcycle_left"), 320, 256)
-    frozen = [t for level in SharedForward(model)(feed) for t in level]
+    frozen = [t for level in SharedForward(model, frozen=True)(feed) for t in level]
     assert all(torch.equal(a, b) for a, b in zip(frozen, eager_logits(model, feed)))
 
 
