@@ -35,7 +35,7 @@ class CheckInputs:
     folder: Path
     config: Path | None
     only: frozenset[str] | None = None
-    freeze_torch: bool = False  # see SharedForward: pays on long runs only
+    freeze_torch: bool = False  # see SharedForward; run_records turns it on for long runs
 
 
 def _class_columns(stage: Stage, blob: str, num_classes: int) -> int | None:
@@ -167,7 +167,8 @@ def run_records(inputs: CheckInputs, frames: Sequence[Frame], workers: int = 1,
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(per-image records in image order, the stage table)."""
     processes = 1 if workers <= 1 or len(frames) <= 1 else workers
-    inputs = replace(inputs, freeze_torch=len(frames) / processes >= FREEZE_PAYS_FROM)
+    inputs = replace(inputs, freeze_torch=inputs.freeze_torch
+                     or len(frames) / processes >= FREEZE_PAYS_FROM)
     loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
     table = stage_table(stages)
     records: list[dict[str, Any]] = []
