@@ -43,7 +43,7 @@ class SharedForward:
     def __init__(self, model: NanoDet, frozen: bool = False):
         self.model = model.eval()
         self.frozen = frozen
-        self._frozen: dict[tuple[int, ...], torch.jit.ScriptModule | None] = {}
+        self._by_shape: dict[tuple[int, ...], torch.jit.ScriptModule | None] = {}
         self._feed: np.ndarray | None = None
         self._logits: LevelLogits | None = None
 
@@ -61,9 +61,9 @@ class SharedForward:
         if not self.frozen:
             return self.model(x)
         shape = tuple(x.shape)
-        if shape not in self._frozen:
-            self._frozen[shape] = self._freeze(x)
-        frozen = self._frozen[shape]
+        if shape not in self._by_shape:
+            self._by_shape[shape] = self._freeze(x)
+        frozen = self._by_shape[shape]
         if frozen is None:
             return self.model(x)
         flat = frozen(x)
