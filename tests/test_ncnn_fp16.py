@@ -203,3 +203,23 @@ def test_cast_runner_gives_the_layer_by_layer_bits(stem, input_name, outputs, si
     for blob in outputs:
         assert np.array_equal(slow[blob], fast[blob]), blob
         assert not np.array_equal(fast[blob], plain[blob])
+
+
+def test_cast_runner_rounds_an_output_that_another_layer_reads(tmp_path):
+    """An output blob read by a later layer reaches that layer rounded, as in the reference."""
+    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
+
+    param = tmp_path / "chain.param"
+    param.write_text("7767517\n3 3\n"
+                     "Input            in       0 1 data 0=8 1=8 2=3\n"
+                     "UnaryOp          exp      1 1 data first 0=7\n"
+                     "UnaryOp          sqrt     1 1 first second 0=5\n")
+    weights = tmp_path / "chain.bin"
+    weights.write_bytes(b"")
+    feed = np.random.default_rng(5).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    args = (param, weights, "data", ["first", "second"])
+    fast, slow = Fp16CastNcnnRunner(*args).infer(feed), Fp16EmulatedNcnnRunner(*args).infer(feed)
+    for blob in ("first", "second"):
+        assert np.array_equal(fast[blob], slow[blob]), blob
+    unrounded = np.sqrt(np.exp(fp16_round(feed)[0]))  # sqrt of the exact exp: differs
+    assert not np.array_equal(fast["second"], fp16_round(unrounded))
