@@ -21,6 +21,7 @@ from pathlib import Path
 from convert import convert_checkpoint
 from parity.check import CheckInputs, prepare_check, run_records
 from parity.preprocess import frame_to_tensor
+from parity.images import in_memory
 from parity.synthetic import default_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ def inference_ms(inputs: CheckInputs, frames: list, repeats: int = 3) -> dict[st
 
     torch.set_num_threads(1)
     _, stages, _, size = prepare_check(replace(inputs, freeze_torch=True))
-    feeds = [frame_to_tensor(frame, *size)[0] for _, frame in frames]
+    feeds = [frame_to_tensor(photo.load().frame, *size)[0] for photo in frames]
     timed: dict[str, float] = {}
     for stage in stages:
         if stage.runner is None:
@@ -68,7 +69,7 @@ def main() -> None:
         folder = Path(tmp) / "plus"
         convert_checkpoint(checkpoint, config=config, legacy_head=True, output=folder,
                            verify=False)
-        frames = default_frames(args.frames)
+        frames = in_memory(default_frames(args.frames))
         inputs = CheckInputs(checkpoint, folder, config)
         start = time.perf_counter()
         run_records(inputs, frames[:1], 1)

@@ -18,6 +18,7 @@ from heads.loader import LoadedModel
 from heads.plus_to_legacy import rewrite_residuals
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
 from parity.firmware import PROB_THRESHOLD
+from parity.images import UnusableImage, in_memory
 from parity.match import match_detections
 from parity.preprocess import frame_to_tensor
 from parity.runners.ncnn_runner import NcnnRunner
@@ -39,6 +40,7 @@ class VerifyResult:
     worst_edge_px: float = 0.0
     stride64_only: int | None = None  # reference detections that need the stride-64 level
     residuals: dict[str, int] | None = None  # Plus rewrite: clamped / competing cells
+    skipped: dict[str, str] = field(default_factory=dict)  # image -> why it is no camera frame
 
     @property
     def matched_fraction(self) -> float:
@@ -84,12 +86,21 @@ def _describe(image: str, det: Detections, index: int, names: list[str]) -> dict
 def verify_folder(loaded: LoadedModel, param: Path, weights: Path, layout: str, input_name: str,
                   output_names: list[str], input_size: tuple[int, int],
                   frames: list[tuple[str, np.ndarray]]) -> VerifyResult:
-    """Match the checkpoint's detections with the folder's NCNN model's on `frames`."""
+    """Match the checkpoint's detections with the folder's NCNN model's on `frames`.
+
+    Each image first becomes the 640x480 camera frame the UnitV2 would see
+    (parity.images); images that cannot are listed in `skipped`."""
     runner = NcnnRunner(param, weights, input_name, output_names)
     spec = loaded.spec
     result = VerifyResult()
     width, height = input_size
-    for image, frame in frames:
+    for photo in in_memory(frames):
+        try:
+            camera = photo.load()
+        except UnusableImage as exc:
+            result.skipped[photo.name] = str(exc)
+            continue
+        image, frame = camera.name, camera.frame
         feed, box = frame_to_tensor(frame, width, height)
         with torch.no_grad():
             logits = loaded.model(torch.from_numpy(feed))

@@ -6,7 +6,6 @@ sharded run's reports merge into exactly the unsharded figures.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,13 +17,13 @@ import numpy as np
 
 from heads.loader import LoadedModel, load_detector
 from parity.detection_stats import detection_record, detections_to_list
+from parity.images import CameraFrame, Photo, UnusableImage
 from parity.model_folder import read_model_folder
 from parity.preprocess import SharedInput, frame_to_tensor
 from parity.runners.torch_runner import FREEZE_PAYS_FROM
 from parity.stages import Stage, StageContext, build_stages
 from parity.tensor_stats import tensor_record
 
-Frame = tuple[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -76,15 +75,17 @@ def _predecessor(stage: Stage, stages: list[Stage], done: dict[str, Any]) -> Sta
     return None
 
 
-def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext, name: str,
-                 frame: np.ndarray, input_size: tuple[int, int]) -> dict[str, Any]:
-    """Run one frame through every stage and compare each with the reference."""
+def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext,
+                 camera: CameraFrame, input_size: tuple[int, int]) -> dict[str, Any]:
+    """Run one camera frame through every stage and compare each with the reference."""
     spec = loaded.spec
+    frame = camera.frame
     feed, box = frame_to_tensor(frame, *input_size, mean_bgr=spec.mean_bgr,
                                 std_bgr=spec.std_bgr)
     shared = SharedInput(feed)
     record: dict[str, Any] = {
-        "image": name, "frame_sha256": hashlib.sha256(frame.tobytes()).hexdigest(),
+        "image": camera.name, "original_size": list(camera.original_size),
+        "frame_sha256": camera.sha256,
         "frame_size": [int(frame.shape[1]), int(frame.shape[0])],
         "input_sha256": shared.sha256, "stages": {}}
     outputs: dict[str, dict[str, np.ndarray]] = {}
@@ -151,9 +152,21 @@ def _worker_init(inputs: CheckInputs) -> None:
     _WORKER["state"] = prepare_check(inputs)
 
 
-def _worker_run(frame: Frame) -> dict[str, Any]:
+def _worker_run(photo: Photo) -> dict[str, Any] | tuple[str, str]:
     loaded, stages, context, size = _WORKER["state"]
-    return image_record(loaded, stages, context, frame[0], frame[1], size)
+    return photo_record(loaded, stages, context, photo, size)
+
+
+def photo_record(loaded: LoadedModel, stages: list[Stage], context: StageContext,
+                 photo: Photo, input_size: tuple[int, int]) -> dict[str, Any] | tuple[str, str]:
+    """The photo's record, or (name, reason) when it cannot become a camera frame.
+
+    The photo is decoded here, one at a time, and dropped after its record."""
+    try:
+        camera = photo.load()
+    except UnusableImage as exc:
+        return photo.name, str(exc)
+    return image_record(loaded, stages, context, camera, input_size)
 
 
 def stage_table(stages: list[Stage]) -> list[dict[str, Any]]:
@@ -162,31 +175,43 @@ def stage_table(stages: list[Stage]) -> list[dict[str, Any]]:
             for s in stages]
 
 
-def run_records(inputs: CheckInputs, frames: Sequence[Frame], workers: int = 1,
-                progress: Callable[[int, int], None] | None = None
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(per-image records in image order, the stage table)."""
-    processes = 1 if workers <= 1 or len(frames) <= 1 else workers
+@dataclass
+class CheckRun:
+    """What a run produced: records in photo order, the stage table, skipped photos."""
+
+    records: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    skipped: dict[str, str]  # photo name -> why it could not become a camera frame
+
+
+def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
+                progress: Callable[[int, int], None] | None = None) -> CheckRun:
+    """Every photo through every stage, decoded one at a time (in `workers` processes)."""
+    processes = 1 if workers <= 1 or len(photos) <= 1 else workers
     inputs = replace(inputs, freeze_torch=inputs.freeze_torch
-                     or len(frames) / processes >= FREEZE_PAYS_FROM)
+                     or len(photos) / processes >= FREEZE_PAYS_FROM)
     loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
-    table = stage_table(stages)
-    records: list[dict[str, Any]] = []
+    run = CheckRun([], stage_table(stages), {})
+
+    def keep(done: int, result: dict[str, Any] | tuple[str, str]) -> None:
+        if isinstance(result, tuple):
+            run.skipped[result[0]] = result[1]
+        else:
+            run.records.append(result)
+        if progress:
+            progress(done, len(photos))
+
     if processes == 1:
-        for done, (name, frame) in enumerate(frames, 1):
-            records.append(image_record(loaded, stages, context, name, frame, size))
-            if progress:
-                progress(done, len(frames))
-        return records, table
+        for done, photo in enumerate(photos, 1):
+            keep(done, photo_record(loaded, stages, context, photo, size))
+        return run
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(inputs,)) as pool:
-        for done, record in enumerate(pool.map(_worker_run, frames, chunksize=1), 1):
-            records.append(record)
-            if progress:
-                progress(done, len(frames))
-    return records, table
+        for done, result in enumerate(pool.map(_worker_run, photos, chunksize=1), 1):
+            keep(done, result)
+    return run
 

@@ -20,7 +20,7 @@ from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from heads.versions import tool_versions
 from parity.check import CheckInputs, run_records
 from parity.gate import load_tolerances
-from parity.images import IMAGE_SUFFIXES, load_frames
+from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
 from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
 from parity.report import (
     build_report,
@@ -30,6 +30,7 @@ from parity.report import (
     write_json,
     write_junit,
 )
+from parity.report_files import check_report_paths, write_atomically
 from parity.synthetic import default_frames
 
 PATH = click.Path(path_type=Path)
@@ -55,17 +56,43 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def image_paths(folder: Path) -> list[Path]:
+def folder_photos(folder: Path, strict: bool) -> list[Photo]:
+    """The photos of an --images folder; with `strict`, any unusable one is an error.
+
+    Only headers are read here; each photo is decoded when its turn comes."""
     if not folder.is_dir():
         raise InputError(folder, "no such image folder")
-    paths = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
+    try:
+        photos = photos_in(folder)
+    except OSError as exc:
+        raise InputError(folder, f"cannot list the image folder ({exc.strerror})") from None
+    if not photos:
         raise InputError(folder, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return paths
+    if strict:
+        from parity.images import probe
+
+        for photo in photos:
+            try:
+                if not photo.path.is_file():
+                    raise UnusableImage("not a regular file")
+                probe(photo.path)
+            except UnusableImage as exc:
+                raise InputError(photo.path, f"{exc} (--strict)") from None
+    return photos
 
 
-def _header(checkpoint: Path, folder: ModelFolder, source: str, unreadable: list[Path],
+def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Photo]:
+    if shard is None:
+        return photos
+    index, count = shard
+    chosen = [p for i, p in enumerate(photos) if i % count == index - 1]
+    if not chosen:
+        raise InputError("--shard", f"{index}/{count} selects none of the {len(photos)} images: "
+                         "an empty check cannot pass")
+    return chosen
+
+
+def _header(checkpoint: Path, folder: ModelFolder, source: str, skipped: dict[str, str],
             count: int, shard: tuple[int, int] | None) -> dict[str, Any]:
     model_dir = folder.path
     return {
@@ -75,22 +102,22 @@ def _header(checkpoint: Path, folder: ModelFolder, source: str, unreadable: list
                          "input": folder.manifest.get("input"),
                          "manifest_sha256": hashlib.sha256(
                              (model_dir / MANIFEST).read_bytes()).hexdigest()},
-        "images": {"source": source, "count": count,
-                   "unreadable": sorted(p.name for p in unreadable),
+        "images": {"source": source, "count": count, "unreadable": sorted(skipped),
+                   "skipped": dict(sorted(skipped.items())),
                    "shard": f"{shard[0]}/{shard[1]}" if shard else None},
     }
 
 
 def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
-             html: Path | None, frames: dict | None, console: Console) -> int:
+             html: Path | None, frames: LazyFrames | None, console: Console) -> int:
     if json_path:
-        write_json(report, json_path)
+        write_atomically(json_path, lambda path: write_json(report, path))
     if junit:
-        write_junit(report, junit)
+        write_atomically(junit, lambda path: write_junit(report, path))
     if html:
         from parity.html_report import write_html
 
-        write_html(report, html, frames)
+        write_atomically(html, lambda path: write_html(report, path, frames))
     print_summary(report, console)
     return EXIT_OK if report["gate"]["passed"] else EXIT_CHECK_FAILED
 
@@ -100,7 +127,7 @@ def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
 @click.argument("model_dir", type=PATH)
 @click.option("--images", type=PATH, help="Folder of images [default: bundled photos + "
               "seeded synthetic frames].")
-@click.option("--synthetic", default=20, show_default=True,
+@click.option("--synthetic", default=20, show_default=True, type=click.IntRange(0, 10_000),
               help="Seeded synthetic frames added to the bundled photos (without --images).")
 @click.option("--config", type=PATH, help="Official NanoDet YAML config of the checkpoint.")
 @click.option("--tolerances", type=PATH, help="TOML overriding the default tolerances.")
@@ -125,36 +152,41 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     if not checkpoint.is_file():
         raise InputError(checkpoint, "no such checkpoint file")
     folder = read_model_folder(model_dir)
+    check_report_paths({"--json": json_path, "--junit": junit, "--html": html},
+                       [p for p in (checkpoint, model_dir, config, tolerances, images) if p])
     if images is not None:
-        frames, unreadable = load_frames(image_paths(images))
-        source = str(images)
-        if strict and unreadable:
-            raise InputError(unreadable[0], "cannot be decoded as an image (--strict)")
-        if not frames:
-            raise InputError(images, "holds no readable images")
+        photos, source = folder_photos(images, strict), str(images)
     else:
-        frames, unreadable, source = default_frames(synthetic), [], f"bundled+synthetic:{synthetic}"
-    if shard_of:
-        frames = [f for i, f in enumerate(frames) if i % shard_of[1] == shard_of[0] - 1]
+        photos = in_memory(default_frames(synthetic))
+        source = f"bundled+synthetic:{synthetic}"
+    photos = select_shard(photos, shard_of)
     inputs = CheckInputs(checkpoint, model_dir, config)
     with Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=quiet, transient=True) as bar:
-        task = bar.add_task("images", total=len(frames))
-        records, stages = run_records(inputs, frames, workers,
-                                      lambda done, total: bar.update(task, completed=done))
-    report = build_report(_header(checkpoint, folder, source, unreadable, len(frames),
-                                  shard_of), stages, records, limits)
+        task = bar.add_task("images", total=len(photos))
+        run = run_records(inputs, photos, workers,
+                          lambda done, total: bar.update(task, completed=done))
+    if strict and run.skipped:
+        name, reason = next(iter(run.skipped.items()))
+        raise InputError(images / name if images else name, f"{reason} (--strict)")
+    if not run.records:
+        raise InputError(images or "--synthetic", "no usable image: an empty check cannot pass "
+                         f"({len(run.skipped)} skipped)")
+    report = build_report(_header(checkpoint, folder, source, run.skipped, len(run.records),
+                                  shard_of), run.stages, run.records, limits)
+    frames = LazyFrames(photos)
     if blame:
-        report["blame"] = _blame(folder, frames[0][1] if frames else None)
-    sys.exit(_outputs(report, json_path, junit, html, dict(frames), console))
+        first = report["records"][0]["image"]
+        report["blame"] = _blame(folder, frames[first])
+    sys.exit(_outputs(report, json_path, junit, html, frames, console))
 
 
 def _blame(folder: ModelFolder, frame) -> dict[str, Any]:
     from parity.blame import blame_ncnn_against_onnx
     from parity.preprocess import frame_to_tensor
 
-    if frame is None or not folder.onnx.is_file():
-        return {"summary": "not run: no image or no model.onnx"}
+    if not folder.onnx.is_file():
+        return {"summary": "not run: no model.onnx"}
     feed, _ = frame_to_tensor(frame, *folder.input_size)
     onnx_path = folder.sim_onnx if folder.sim_onnx.is_file() else folder.onnx
     result = blame_ncnn_against_onnx(onnx_path, folder.param, folder.bin, folder.input_name,
@@ -174,6 +206,7 @@ def _blame(folder: ModelFolder, frame) -> dict[str, Any]:
 def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None) -> None:
     """Join shard REPORTS into one report; gates like `check`."""
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
+    check_report_paths({"-o": output, "--junit": junit, "--html": html}, reports)
     merged = merge_reports([(path, read_report(path)) for path in reports])
-    write_json(merged, output)
+    write_atomically(output, lambda path: write_json(merged, path))
     sys.exit(_outputs(merged, None, junit, html, None, console))

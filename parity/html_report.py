@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from parity.detection_stats import BANDS, band_of
 from parity.gate import limits_for
-from parity.images import read_bgr
+from parity.images import LazyFrames, PhotoFile, in_memory
 
 MAX_WIDTH = 640
 JPEG_QUALITY = 80
@@ -44,7 +44,7 @@ CHECK_COLUMNS = {"errors": "errors", "detections.matched_fraction": "matched",
                  "detections.min_iou": "min_iou", "detections.max_score_diff": "score",
                  "detections.max_edge_px": "edge", "detections.ap50": "ap50"}
 
-Frames = dict[str, np.ndarray | None]
+Frames = Mapping[str, np.ndarray]
 
 
 class Slot(NamedTuple):
@@ -80,7 +80,7 @@ def fmt(value: Any, digits: int = 4) -> str:
 # ----------------------------------------------------------------------------- frames
 
 def regenerate_frames(report: dict[str, Any]) -> Frames:
-    """The report's images again: the bundled+synthetic set, or files in its folder."""
+    """The report's camera frames again: the bundled+synthetic set, or its folder's photos."""
     source = str(report["images"]["source"])
     names = [r["image"] for r in report["records"]]
     if source.startswith(SYNTHETIC_PREFIX):
@@ -90,9 +90,8 @@ def regenerate_frames(report: dict[str, Any]) -> Frames:
             count = int(source[len(SYNTHETIC_PREFIX):])
         except ValueError:
             return {}
-        return dict(default_frames(count))
-    paths = {name: Path(source) / name for name in names}
-    return {name: read_bgr(path) if path.is_file() else None for name, path in paths.items()}
+        return LazyFrames(in_memory(default_frames(count)))
+    return LazyFrames([PhotoFile(Path(source) / name) for name in names])
 
 
 def jpeg_data_uri(frame: np.ndarray) -> str:
@@ -641,7 +640,10 @@ def render_html(report: dict[str, Any], frames: Frames) -> str:
             f'{esc(report.get("schema_version", ""))}</footer></body></html>\n')
 
 
-def write_html(report: dict[str, Any], path: Path, frames: dict[str, np.ndarray] | None) -> None:
-    """Write the self-contained HTML report; frames are regenerated when None."""
-    found: Frames = dict(frames) if frames is not None else regenerate_frames(report)
+def write_html(report: dict[str, Any], path: Path,
+               frames: Mapping[str, np.ndarray] | None) -> None:
+    """Write the self-contained HTML report; frames are regenerated when None.
+
+    Frames are looked up one image at a time (a LazyFrames decodes each on demand)."""
+    found: Frames = frames if frames is not None else regenerate_frames(report)
     Path(path).write_text(render_html(report, found), encoding="utf-8")

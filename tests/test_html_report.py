@@ -18,6 +18,7 @@ from parity.check import CheckInputs, run_records
 from parity.cli import main
 from parity.gate import load_tolerances
 from parity.html_report import STAGE_COLOURS, log_bins, write_html
+from parity.images import in_memory
 from parity.report import build_report
 from parity.synthetic import default_frames
 from tests.conftest import LEGACY_CFG, LEGACY_PTH
@@ -33,12 +34,12 @@ def checked(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray], Path]:
     convert_checkpoint(LEGACY_PTH, config=LEGACY_CFG, legacy_head=True, output=folder,
                        verify=False)
     frames = default_frames(2)[:4]
-    records, stages = run_records(CheckInputs(LEGACY_PTH, folder, LEGACY_CFG), frames)
+    run = run_records(CheckInputs(LEGACY_PTH, folder, LEGACY_CFG), in_memory(frames))
     header = {"tool": {}, "checkpoint": {"file": "x", "sha256": "0"},
               "model_folder": {"path": "m"},
               "images": {"source": "bundled+synthetic:2", "count": 4, "unreadable": [],
                          "shard": None}}
-    report = build_report(header, stages, records, load_tolerances(None))
+    report = build_report(header, run.stages, run.records, load_tolerances(None))
     return report, dict(frames), folder
 
 
