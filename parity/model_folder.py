@@ -9,11 +9,22 @@ for the legacy layout, `model.json` exactly as the UnitV2 firmware reads it
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from heads.errors import InputError
+from parity.json_shape import (
+    ShapeError,
+    boolean,
+    conform,
+    integer,
+    list_of,
+    obj,
+    refine,
+    string,
+)
 
 PARAM_FILE = "model.param"
 BIN_FILE = "model.bin"
@@ -54,6 +65,60 @@ def firmware_config_bytes(doc: dict[str, Any]) -> int:
     return walk(doc)
 
 
+LAYOUTS = ("legacy", "plus-native")
+TARGETS = ("unitv2", "ncnn-latest")
+OUTPUT_COUNTS = {"legacy": 2 * len(LEGACY_STRIDES), "plus-native": 1}
+MAX_INPUT_SIDE = 4096  # pixels; a larger net input would need gigabytes per stage
+
+
+def _manifest_rule(manifest: dict[str, Any], at: str) -> None:
+    layout, outputs = manifest["layout"], manifest["outputs"]
+    if len(outputs) != OUTPUT_COUNTS[layout]:
+        raise ShapeError("outputs", f"the {layout} layout has {OUTPUT_COUNTS[layout]} output "
+                         f"blobs, not {len(outputs)}")
+    if len(set(outputs)) != len(outputs):
+        raise ShapeError("outputs", "names a blob twice")
+    rewrite = manifest["rewrite"]
+    if rewrite["strategy"] == "plus-to-legacy":
+        if layout != "legacy":
+            raise ShapeError("rewrite.strategy", f"plus-to-legacy but the layout is {layout}")
+        obj({"stride64": string(("fold", "drop")),
+             "centre_compensation": boolean()})(rewrite, "rewrite")
+
+
+_SIDE = integer(minimum=32, maximum=MAX_INPUT_SIDE, multiple_of=32)
+MANIFEST_SHAPE = refine(obj({
+    "layout": string(LAYOUTS),
+    "input": obj({"name": string(nonempty=True), "width": _SIDE, "height": _SIDE}),
+    "outputs": list_of(string(nonempty=True), min_items=1),
+    "architecture": obj({"backbone": obj({}), "neck": obj({}), "head": obj({}),
+                         "class_names": list_of(string(), min_items=1)}),
+    "rewrite": obj({"strategy": string(("none", "plus-to-legacy"))}),
+    "target": string(TARGETS),
+}), _manifest_rule)
+
+
+def _firmware_rule(doc: dict[str, Any], at: str) -> None:
+    if doc["numOfClass"] != len(doc["className"]):
+        raise ShapeError("numOfClass", f"is {doc['numOfClass']} but className holds "
+                         f"{len(doc['className'])} names")
+    need = firmware_config_bytes(doc)
+    if need > FIRMWARE_CONFIG_POOL:
+        raise ShapeError(at, f"needs ~{need} bytes to parse but the firmware reads it into "
+                         f"{FIRMWARE_CONFIG_POOL}")
+
+
+_NODE = obj({"cls_pred": string(nonempty=True), "dis_pred": string(nonempty=True)})
+FIRMWARE_SHAPE = refine(obj({
+    "modelType": string(("nanodet",)),
+    "modelParamName": string(nonempty=True),
+    "modelBinName": string(nonempty=True),
+    "numOfClass": integer(minimum=1),
+    "className": list_of(string(), min_items=1),
+    "model": obj({"modelOutputNodes": list_of(_NODE, min_items=len(LEGACY_STRIDES))}),
+}), _firmware_rule)
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     path: Path
@@ -67,6 +132,20 @@ class ModelFolder:
     @property
     def bin(self) -> Path:
         return self.path / BIN_FILE
+
+    @property
+    def device_param(self) -> Path:
+        """The .param the device loads: model.json's modelParamName (a file of this folder)."""
+        if self.firmware_json is None:
+            return self.param
+        return self.path / self.firmware_json["modelParamName"]
+
+    @property
+    def device_bin(self) -> Path:
+        """The .bin the device loads: model.json's modelBinName (a file of this folder)."""
+        if self.firmware_json is None:
+            return self.bin
+        return self.path / self.firmware_json["modelBinName"]
 
     @property
     def onnx(self) -> Path:
@@ -90,9 +169,10 @@ class ModelFolder:
 
     @property
     def output_names(self) -> list[str]:
-        """Blob names; for the legacy layout as model.json gives them (what the device uses)."""
+        """Blob names; for the legacy layout as model.json gives them (what the device uses:
+        the firmware reads the first three output nodes)."""
         if self.firmware_json is not None:
-            nodes = self.firmware_json["model"]["modelOutputNodes"]
+            nodes = self.firmware_json["model"]["modelOutputNodes"][:len(LEGACY_STRIDES)]
             return [name for node in nodes for name in (node["cls_pred"], node["dis_pred"])]
         return list(self.manifest["outputs"])
 
@@ -112,37 +192,57 @@ def read_json_object(path: Path, missing: str = "missing from the model folder"
                      ) -> dict[str, Any]:
     """A JSON file holding an object, or a one-line InputError naming it."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise InputError(path, missing) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digits
         raise InputError(path, f"not readable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InputError(path, "must hold a JSON object")
     return data
 
 
+def folder_file(folder: Path, name: str, named_by: Path | None = None,
+                key: str | None = None) -> Path:
+    """`folder / name`: a regular file that lies in the folder itself, or an InputError.
+
+    `named_by` / `key`: the file and key that gave `name` (model.json's names).
+    """
+    blame = named_by or folder / name
+    what = f"{key}: {name!r} " if key else ""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise InputError(blame, f"{what}is not the name of a file in the model folder itself")
+    path = folder / name
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(folder):
+        raise InputError(blame, f"{what}is a link leading out of the model folder")
+    try:
+        is_file = path.is_file()
+    except OSError as exc:
+        raise InputError(blame, f"{what}cannot be read: {exc.strerror or exc}") from None
+    if not is_file:
+        raise InputError(blame, f"{what}missing from the model folder" if not key
+                         else f"{what}is not a file in the model folder")
+    return path
+
+
 def read_model_folder(path: str | Path) -> ModelFolder:
+    """The folder's manifest and model.json, checked as parity and the device read them."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(path, "not a model folder (no such directory)")
-    manifest = read_json_object(path / MANIFEST)
-    for key in ("layout", "input", "outputs", "architecture"):
-        if key not in manifest:
-            raise InputError(path / MANIFEST, f"lacks {key!r}: not written by convert")
-    firmware = read_json_object(path / FIRMWARE_JSON) if (path / FIRMWARE_JSON).exists() else None
-    if firmware is not None:
-        try:
-            nodes = firmware["model"]["modelOutputNodes"]
-            if len(nodes) < 3 or not all("cls_pred" in n and "dis_pred" in n for n in nodes[:3]):
-                raise KeyError("modelOutputNodes")
-            if firmware["numOfClass"] != len(firmware["className"]):
-                raise InputError(path / FIRMWARE_JSON, f"numOfClass {firmware['numOfClass']} "
-                                 f"but {len(firmware['className'])} class names")
-        except (KeyError, TypeError) as exc:
-            raise InputError(path / FIRMWARE_JSON, f"lacks {exc} as the firmware reads it") \
-                from None
+    manifest_path = folder_file(path, MANIFEST)
+    manifest = conform(manifest_path, read_json_object(manifest_path), MANIFEST_SHAPE)
+    firmware = None
+    if os.path.lexists(path / FIRMWARE_JSON):
+        firmware_path = folder_file(path, FIRMWARE_JSON)
+        firmware = conform(firmware_path, read_json_object(firmware_path), FIRMWARE_SHAPE)
+        for key in ("modelParamName", "modelBinName"):
+            folder_file(path, firmware[key], firmware_path, key)
+    elif manifest["target"] == "unitv2" and manifest["layout"] == "legacy":
+        raise InputError(path / FIRMWARE_JSON, "missing: manifest.json says the folder is for "
+                         "the UnitV2 (target unitv2, legacy layout), whose firmware reads it")
     for needed in (PARAM_FILE, BIN_FILE):
-        if not (path / needed).is_file():
-            raise InputError(path / needed, "missing from the model folder")
+        folder_file(path, needed)
     return ModelFolder(path=path, manifest=manifest, firmware_json=firmware)
