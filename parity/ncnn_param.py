@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from heads.errors import InputError
+
 PARAM_MAGIC = "7767517"
+_COUNT = re.compile(r"[0-9]{1,9}")
+_PARAM_TOKEN = re.compile(r"-?[0-9]{1,9}=\S+")
 
 
 @dataclass
@@ -35,23 +40,52 @@ class Layer:
         self.params.append(f"{key}={value}")
 
 
+def _parse_layer(number: int, line: str, where: str | Path) -> Layer:
+    """`type name n_in n_out bottoms... tops... k=v...` of line `number`."""
+    parts = line.split()
+    if len(parts) < 4 or not (_COUNT.fullmatch(parts[2]) and _COUNT.fullmatch(parts[3])):
+        raise InputError(where, f"line {number}: not 'type name inputs outputs blobs... "
+                         "params...'")
+    n_in, n_out = int(parts[2]), int(parts[3])
+    blobs_end = 4 + n_in + n_out
+    if len(parts) < blobs_end:
+        raise InputError(where, f"line {number}: names fewer than its {n_in} + {n_out} blobs")
+    params = parts[blobs_end:]
+    bad = next((token for token in params if not _PARAM_TOKEN.fullmatch(token)), None)
+    if bad is not None:
+        raise InputError(where, f"line {number}: {bad[:40]!r} is not a key=value param")
+    return Layer(parts[0], parts[1], parts[4:4 + n_in], parts[4 + n_in:blobs_end], params)
+
+
 @dataclass
 class Param:
     layers: list[Layer]
 
     @classmethod
     def read(cls, path: Path) -> Param:
-        lines = path.read_text().splitlines()
+        """The param file at `path`; InputError naming it when it is not a text param."""
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(path, "not an NCNN text param (not UTF-8 text)") from None
+        return cls.parse(text, path)
+
+    @classmethod
+    def parse(cls, text: str, where: str | Path = "<param>") -> Param:
+        """Layers of a text param, checked enough that every field has its type."""
+        lines = text.splitlines()
         if not lines or lines[0].strip() != PARAM_MAGIC:
-            raise ValueError(f"{path}: not an NCNN text param (first line is not {PARAM_MAGIC})")
-        layers = []
-        for line in lines[2:]:
-            parts = line.split()
-            if not parts:
-                continue
-            n_in, n_out = int(parts[2]), int(parts[3])
-            layers.append(Layer(parts[0], parts[1], parts[4:4 + n_in],
-                                parts[4 + n_in:4 + n_in + n_out], parts[4 + n_in + n_out:]))
+            raise InputError(where, f"not an NCNN text param (line 1 is not {PARAM_MAGIC})")
+        counts = lines[1].split() if len(lines) > 1 else []
+        if len(counts) != 2 or not all(_COUNT.fullmatch(c) for c in counts):
+            raise InputError(where, "line 2: must be the layer count and the blob count")
+        layers = [_parse_layer(number, line, where)
+                  for number, line in enumerate(lines[2:], 3) if line.split()]
+        if len(layers) != int(counts[0]):
+            raise InputError(where, f"line 2: declares {int(counts[0])} layers but the file "
+                             f"has {len(layers)}")
         return cls(layers)
 
     def blob_count(self) -> int:
