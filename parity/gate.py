@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -20,34 +21,66 @@ def default_tolerances() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def _check_keys(path: Path, given: dict, allowed: dict, where: str) -> None:
+# limits that are fractions (or cosines, IoUs, AP) and so lie in [0, 1]; the others are
+# finite and >= 0
+FRACTIONS = frozenset({"min_matched_fraction", "min_iou", "min_ap50", "min_cosine",
+                       "min_argmax_agreement", "min_identical_fraction"})
+
+
+def _check_limit(path: Path, key: str, value: Any, where: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InputError(path, f"{where}{key} must be a number")
+    if key in FRACTIONS and not 0 <= value <= 1:
+        raise InputError(path, f"{where}{key} = {value}: must lie in [0, 1]")
+    if not (math.isfinite(value) and value >= 0):
+        raise InputError(path, f"{where}{key} = {value}: must be finite and >= 0")
+
+
+def _check_keys(path: Path, given: dict, allowed: dict, where: str,
+                complete: bool = False) -> None:
+    """Keys of `given` are keys of `allowed` (all of them with `complete`), limits in range."""
     for key, value in given.items():
         if key not in allowed:
             raise InputError(path, f"unknown key {where}{key}")
         if isinstance(allowed[key], dict):
             if not isinstance(value, dict):
                 raise InputError(path, f"{where}{key} must be a table")
-            _check_keys(path, value, allowed[key], f"{where}{key}.")
-        elif not isinstance(value, int | float) or isinstance(value, bool):
-            raise InputError(path, f"{where}{key} must be a number")
+            _check_keys(path, value, allowed[key], f"{where}{key}.", complete and key != "stages")
+        else:
+            _check_limit(path, key, value, where)
+    if complete:
+        lacking = [key for key in allowed if key != "stages" and key not in given]
+        if lacking:
+            raise InputError(path, f"{where}{lacking[0]} missing")
+
+
+def _allowed_keys(tolerances: dict[str, Any]) -> dict[str, Any]:
+    sections = {section: tolerances[section] for section in SECTIONS}
+    return {**sections, "stages": {stage: sections for stage in STAGE_ORDER}}
+
+
+def check_tolerances(where: str | Path, tolerances: Any, key: str = "tolerances") -> None:
+    """Complete tolerances as a report holds them (every section and key, ranges)."""
+    if not isinstance(tolerances, dict):
+        raise InputError(where, f"{key} must be an object")
+    _check_keys(Path(where), tolerances, _allowed_keys(default_tolerances()), f"{key}.",
+                complete=True)
 
 
 def load_tolerances(path: Path | None) -> dict[str, Any]:
-    """Defaults, overridden by `path`; unknown keys are an error."""
+    """Defaults, overridden by `path`; unknown keys and out-of-range limits are an error."""
     tolerances = default_tolerances()
     if path is None:
         return tolerances
     try:
-        given = tomllib.loads(path.read_text())
+        given = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(path, "no such tolerance file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read tolerance file: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise InputError(path, f"not valid TOML: {exc}") from None
-    allowed = {section: tolerances[section] for section in SECTIONS}
-    allowed["stages"] = {stage: allowed for stage in STAGE_ORDER}
-    _check_keys(path, given, allowed, "")
+    _check_keys(path, given, _allowed_keys(tolerances), "")
     merged = copy.deepcopy(tolerances)
     for section in SECTIONS:
         merged[section].update(given.get(section, {}))
