@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -19,8 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from heads.errors import InputError
-from parity.gate import evaluate
+from parity.gate import check_tolerances, evaluate
+from parity.json_shape import conform
 from parity.model_folder import read_json_object
+from parity.report_shape import REPORT
 from parity.summary import summarize
 
 SCHEMA = "nanodet-unitv2/parity-report"
@@ -54,30 +57,83 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 
 def read_report(path: Path) -> dict[str, Any]:
+    """A report as `parity check` writes it, checked where merge and the summaries read it."""
     report = read_json_object(path, "no such report")
     if report.get("schema") != SCHEMA:
         raise InputError(path, f"not a {SCHEMA} document")
     if report.get("schema_version") != SCHEMA_VERSION:
-        raise InputError(path, f"schema version {report.get('schema_version')} is not "
-                         f"{SCHEMA_VERSION}")
+        raise InputError(path, f"schema version {_short(report.get('schema_version'))} is "
+                         f"not {SCHEMA_VERSION}")
+    report = conform(path, report, REPORT)
+    check_tolerances(path, report["tolerances"])
     return report
 
 
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+SAME_CHECK = ("checkpoint", "model_folder", "stages", "tolerances")
+_SHARD = re.compile(r"([0-9]{1,9})/([0-9]{1,9})")
+
+
+def _shard_of(path: Path, report: dict[str, Any]) -> tuple[int, int]:
+    """(i, N) of a report of `parity check --shard i/N`."""
+    text = report["images"]["shard"]
+    if text is None:
+        raise InputError(path, "images.shard: null: not a shard (merge joins the reports of "
+                         "`parity check --shard i/N`, i = 1..N)")
+    found = _SHARD.fullmatch(text)
+    if not found or not 1 <= int(found[1]) <= int(found[2]):
+        raise InputError(path, f"images.shard: {_short(text)} is not i/N with 1 <= i <= N")
+    return int(found[1]), int(found[2])
+
+
+def _check_shards(reports: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Every shard 1..N of one N, each once."""
+    first_path = reports[0][0]
+    seen: dict[int, Path] = {}
+    count = _shard_of(*reports[0])[1]
+    for path, report in reports:
+        index, of = _shard_of(path, report)
+        if of != count:
+            raise InputError(path, f"images.shard: {index}/{of}, but {first_path} is a shard "
+                             f"of {count}")
+        if index in seen:
+            raise InputError(path, f"images.shard: {index}/{of} again (also {seen[index]})")
+        seen[index] = path
+    missing = next((i for i in range(1, count + 1) if i not in seen), None)
+    if missing is not None:
+        raise InputError(first_path, f"images.shard: shard {missing}/{count} is missing: "
+                         f"give all {count} shards")
+
+
 def merge_reports(reports: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
-    """Join shards of one check: same checkpoint, folder, stages and tolerances."""
+    """Join the shards 1..N of one check: same checkpoint, folder, stages, tolerances and
+    images; reports as `read_report` gives them."""
     first_path, first = reports[0]
     for path, other in reports[1:]:
-        for key in ("checkpoint", "model_folder", "stages", "tolerances"):
-            if other.get(key) != first.get(key):
+        for key in SAME_CHECK:
+            if other[key] != first[key]:
                 raise InputError(path, f"{key} differs from {first_path}'s: not a shard of "
                                  "the same check")
+        if other["images"]["source"] != first["images"]["source"]:
+            raise InputError(path, f"images.source differs from {first_path}'s: not a shard "
+                             "of the same check")
+    _check_shards(reports)
     records: dict[str, dict] = {}
-    for _, report in reports:
-        for record in report["records"]:
-            records.setdefault(record["image"], record)
-    images = {**first["images"], "shard": None,
-              "count": len(records),
+    for path, report in reports:
+        for index, record in enumerate(report["records"]):
+            if record["image"] in records:
+                raise InputError(path, f"records[{index}].image {_short(record['image'])} is "
+                                 "also in another shard")
+            records[record["image"]] = record
+    images = {**first["images"], "shard": None, "count": len(records),
               "unreadable": sorted({u for _, r in reports for u in r["images"]["unreadable"]})}
+    if any("skipped" in r["images"] for _, r in reports):  # image name -> why it was skipped
+        skipped = {k: v for _, r in reports for k, v in r["images"].get("skipped", {}).items()}
+        images["skipped"] = dict(sorted(skipped.items()))
     header = {k: first[k] for k in ("tool", "checkpoint", "model_folder")}
     merged = build_report({**header, "images": images}, first["stages"], list(records.values()),
                           first["tolerances"])
