@@ -9,7 +9,7 @@ import pytest
 
 from convert import convert_checkpoint
 from parity.images import bundled_images
-from tests.conftest import LEGACY_CFG, PLUS_CFG
+from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG
 from tests.hostile import convert_cases, image_cases, input_cases, parity_cases
 from tests.hostile.harness import Case, fresh_workspace, run_case
 
@@ -29,11 +29,20 @@ def hostile_inputs(tmp_path_factory, small_checkpoints) -> dict[str, Path]:
     plus.pth / legacy.pth: small seeded checkpoints (3 classes); plus.yml /
     legacy.yml: the official configs of the real models (80 classes, so they
     disagree with the small checkpoints); unitv2: the small Plus model converted
-    with --legacy-head; native: the same in its native layout; images: two photos.
+    with --legacy-head; native: the same in its native layout; legacy-unitv2: the
+    small legacy model converted with --legacy-head; real-legacy.pth /
+    real-legacy-unitv2: the real NanoDet-m and its conversion, which pass a check
+    (random weights do not: use them for `parity` cases that must exit 0, with
+    `--config legacy.yml`); images: two photos.
     """
     base = tmp_path_factory.mktemp("hostile-inputs")
-    unitv2, native = base / "unitv2", base / "native"
+    unitv2, native, legacy = base / "unitv2", base / "native", base / "legacy-unitv2"
     convert_checkpoint(small_checkpoints["plus"], legacy_head=True, output=unitv2, verify=False)
+    convert_checkpoint(small_checkpoints["legacy"], legacy_head=True, output=legacy,
+                       verify=False)
+    real = base / "real-legacy-unitv2"
+    convert_checkpoint(LEGACY_PTH, config=LEGACY_CFG, legacy_head=True, output=real,
+                       verify=False)
     convert_checkpoint(small_checkpoints["plus"], output=native, verify=False,
                        target="ncnn-latest")
     images = base / "images"
@@ -42,7 +51,8 @@ def hostile_inputs(tmp_path_factory, small_checkpoints) -> dict[str, Path]:
         shutil.copy(path, images / path.name)
     return {"plus.pth": small_checkpoints["plus"], "legacy.pth": small_checkpoints["legacy"],
             "plus.yml": PLUS_CFG, "legacy.yml": LEGACY_CFG, "unitv2": unitv2,
-            "native": native, "images": images}
+            "native": native, "legacy-unitv2": legacy, "real-legacy.pth": LEGACY_PTH,
+            "real-legacy-unitv2": real, "images": images}
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
