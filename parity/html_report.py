@@ -524,6 +524,14 @@ def toggles(slots: list[Slot]) -> tuple[str, str]:
     return "".join(inputs), "".join(labels)
 
 
+def _from_size(record: dict[str, Any]) -> str:
+    """' (camera frame of a WxH photo)' when the photo was not 640x480 already."""
+    original = record.get("original_size")
+    if not original or list(original) == list(record["frame_size"]):
+        return ""
+    return f' <small>(camera frame of a {int(original[0])}x{int(original[1])} photo)</small>'
+
+
 def images_section(report: dict[str, Any], frames: Frames) -> str:
     """Index with badges, the toggles and legend, then one card per image."""
     slots = ran_slots(report)
@@ -536,7 +544,8 @@ def images_section(report: dict[str, Any], frames: Frames) -> str:
         index.append(f'<li><a href="#img-{k}">{esc(record["image"])}</a> {badge}</li>')
         frame = frames.get(record["image"])
         found = "" if frame is not None else ' <span class="badge warn">image not found</span>'
-        cards.append(f'<article id="img-{k}"><h3>{esc(record["image"])} {badge}{found}</h3>'
+        cards.append(f'<article id="img-{k}"><h3>{esc(record["image"])}{_from_size(record)} '
+                     f'{badge}{found}</h3>'
                      f'<div class="card"><div class="pic">{frame_svg(record, frame, slots)}'
                      f'</div><div class="side">{image_table(record, slots)}'
                      f'{json_lines_html(record)}</div></div></article>')
