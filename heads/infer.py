@@ -8,7 +8,14 @@ from collections.abc import Mapping
 import torch
 
 from heads.shufflenetv2 import STAGE_CHANNELS
-from heads.spec import ArchSpec, BackboneSpec, HeadSpec, NeckSpec, default_class_names
+from heads.spec import (
+    ArchSpec,
+    BackboneSpec,
+    HeadSpec,
+    NeckSpec,
+    default_class_names,
+    feature_strides,
+)
 
 DEFAULT_ACTIVATION = "LeakyReLU"
 
@@ -17,17 +24,30 @@ class UnknownArchitecture(Exception):
     """The state_dict is not one of the NanoDet architectures this tool rebuilds."""
 
 
-def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+def _shape(sd: Mapping[str, torch.Tensor], key: str, ndim: int = 4) -> tuple[int, ...]:
+    """The shape of `sd[key]`, which must have `ndim` non-empty dimensions."""
     if key not in sd:
         raise UnknownArchitecture(f"expected key {key} is missing")
-    return tuple(sd[key].shape)
+    shape = tuple(sd[key].shape)
+    if len(shape) != ndim or min(shape, default=0) < 1:
+        raise UnknownArchitecture(f"{key} has shape {shape}, not {ndim} non-empty dimensions")
+    return shape
 
 
 def _count(sd: Mapping[str, torch.Tensor], prefix: str) -> int:
-    """How many numbered children `prefix.N.` exist."""
+    """How many numbered children `prefix.N.` exist (numbered 0..N-1)."""
     pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     indices = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
-    return max(indices) + 1 if indices else 0
+    if indices != set(range(len(indices))):
+        raise UnknownArchitecture(f"{prefix}.N children are not numbered 0..{len(indices) - 1}")
+    return len(indices)
+
+
+def _odd_kernel(shape: tuple[int, ...], key: str) -> int:
+    if shape[-1] != shape[-2] or shape[-1] % 2 == 0:
+        raise UnknownArchitecture(f"{key} has a {shape[-2]}x{shape[-1]} kernel, not a square "
+                                  "odd one")
+    return shape[-1]
 
 
 def _backbone(sd: Mapping[str, torch.Tensor]) -> tuple[BackboneSpec, tuple[int, ...]]:
@@ -66,24 +86,29 @@ def _neck(sd: Mapping[str, torch.Tensor]) -> NeckSpec:
         down_key = "fpn.downsamples.0.depthwise.weight" if depthwise else \
             "fpn.downsamples.0.conv.weight"
         return NeckSpec(kind="GhostPAN", in_channels=tuple(s[1] for s in shapes),
-                        out_channels=shapes[0][0], kernel_size=_shape(sd, down_key)[-1],
+                        out_channels=shapes[0][0],
+                        kernel_size=_odd_kernel(_shape(sd, down_key), down_key),
                         num_extra_level=_count(sd, "fpn.extra_lvl_in_conv"),
                         use_depthwise=depthwise, activation=DEFAULT_ACTIVATION)
     raise UnknownArchitecture("neck is neither PAN (fpn.lateral_convs) nor GhostPAN "
                               "(fpn.reduce_layers + fpn.top_down_blocks)")
 
 
-def _head(sd: Mapping[str, torch.Tensor], levels: int) -> HeadSpec:
+def _head(sd: Mapping[str, torch.Tensor], strides: tuple[int, ...]) -> HeadSpec:
     plus = not any(k.startswith("head.gfl_reg.") for k in sd)
-    reg_max = _shape(sd, "head.distribution_project.project")[0] - 1
+    reg_max = _shape(sd, "head.distribution_project.project", ndim=1)[0] - 1
+    if reg_max < 1:
+        raise UnknownArchitecture("head.distribution_project.project has fewer than 2 bins")
     bins = 4 * (reg_max + 1)
     n_levels = _count(sd, "head.gfl_cls")
-    if n_levels != levels:
-        raise UnknownArchitecture(f"head has {n_levels} levels but the neck gives {levels}")
+    if n_levels != len(strides):
+        raise UnknownArchitecture(f"head has {n_levels} levels but the neck gives "
+                                  f"{len(strides)}")
     stacked = _count(sd, "head.cls_convs.0")
     depthwise = "head.cls_convs.0.0.depthwise.weight" in sd
-    first = _shape(sd, "head.cls_convs.0.0.depthwise.weight" if depthwise
-                   else "head.cls_convs.0.0.conv.weight")
+    first_key = "head.cls_convs.0.0.depthwise.weight" if depthwise \
+        else "head.cls_convs.0.0.conv.weight"
+    first = _shape(sd, first_key)
     feat = _shape(sd, "head.gfl_cls.0.weight")[1]
     cls_out = _shape(sd, "head.gfl_cls.0.weight")[0]
     share = plus or not any(k.startswith("head.reg_convs.") for k in sd)
@@ -94,8 +119,8 @@ def _head(sd: Mapping[str, torch.Tensor], levels: int) -> HeadSpec:
     return HeadSpec(
         kind="NanoDetPlusHead" if plus else "NanoDetHead", num_classes=num_classes,
         input_channel=first[0] if depthwise else first[1], feat_channels=feat,
-        stacked_convs=stacked, kernel_size=first[-1],
-        strides=tuple(2 ** (3 + i) for i in range(n_levels)), reg_max=reg_max,
+        stacked_convs=stacked, kernel_size=_odd_kernel(first, first_key),
+        strides=strides, reg_max=reg_max,
         share_cls_reg=share, depthwise=depthwise, activation=DEFAULT_ACTIVATION)
 
 
@@ -104,10 +129,16 @@ def infer_spec(sd: Mapping[str, torch.Tensor]) -> ArchSpec:
     backbone, channels = _backbone(sd)
     neck = _neck(sd)
     out_stages = tuple(_stage_of(c, channels, backbone.with_last_conv) for c in neck.in_channels)
+    if list(out_stages) != sorted(set(out_stages)):
+        raise UnknownArchitecture(f"neck inputs {neck.in_channels} are backbone stages "
+                                  f"{out_stages}, not each stage once in order")
     backbone = BackboneSpec(model_size=backbone.model_size, out_stages=out_stages,
                             activation=backbone.activation,
                             with_last_conv=backbone.with_last_conv)
-    head = _head(sd, len(neck.in_channels) + neck.num_extra_level)
+    head = _head(sd, feature_strides(out_stages, neck.num_extra_level))
+    if head.input_channel != neck.out_channels:
+        raise UnknownArchitecture(f"the head takes {head.input_channel} channels but the neck "
+                                  f"gives {neck.out_channels}")
     if neck.kind == "PAN" and head.kind == "NanoDetPlusHead":
         raise UnknownArchitecture("a PAN neck with a head without gfl_reg is no released NanoDet")
     notes = ((f"activation is not stored in the weights: assumed {DEFAULT_ACTIVATION} "

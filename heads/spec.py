@@ -85,3 +85,11 @@ class ArchSpec:
 
 def default_class_names(num_classes: int) -> tuple[str, ...]:
     return tuple(f"class{i}" for i in range(num_classes))
+
+
+def feature_strides(out_stages: tuple[int, ...], num_extra_level: int = 0) -> tuple[int, ...]:
+    """Strides of the levels a ShuffleNetV2 (stage s: stride 2**(s+1)) and extra levels give."""
+    strides = [2 ** (stage + 1) for stage in out_stages]
+    for _ in range(num_extra_level):
+        strides.append(strides[-1] * 2)
+    return tuple(strides)
