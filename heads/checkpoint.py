@@ -53,8 +53,12 @@ def _stream_sha256(stream: BinaryIO) -> str:
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
-    lines = str(exc).strip().splitlines()
+    """The gist of an error message: one line, bounded (torch's reason, not its advice)."""
+    message = str(exc).partition("WeightsUnpickler error:")[2] or str(exc)
+    lines = [line for line in message.strip().splitlines() if line.strip()]
     text = " ".join(lines[0].split()) if lines else type(exc).__name__
+    if isinstance(exc, (LookupError, TypeError, AttributeError)):  # bare keys, no sentence
+        text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -71,8 +75,8 @@ def _check_zip(handle: BinaryIO, path: Path, size: int) -> None:
                          "that torch.save writes")
     expanded = sum(m.file_size for m in members)
     if expanded > MAX_ZIP_EXPANSION * size + (16 << 20):
-        raise InputError(path, f"refused: its zip members expand to {expanded:,} bytes from a "
-                         f"{size:,}-byte file")
+        raise InputError(path, f"truncated or corrupt checkpoint (its zip members claim "
+                         f"{expanded:,} bytes in a {size:,}-byte file)")
 
 
 def _pickle_scans(handle: BinaryIO, is_zip: bool) -> list[PickleScan]:
