@@ -29,6 +29,7 @@ import copy
 import functools
 import importlib.resources
 import json
+import math
 import re
 import struct
 import sys
@@ -172,9 +173,10 @@ def load_table(name: str) -> dict:
 
 # --------------------------------------------------------------------------- parsing
 
-_INT_RE = re.compile(r"[+-]?\d+")
+# at most 20 digits: ncnn scans 32-bit ints, and int() refuses strings of over 4300 digits
+_INT_RE = re.compile(r"[+-]?\d{1,20}")
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_KV_RE = re.compile(r"(-?\d+)=(.*)", re.DOTALL)
+_KV_RE = re.compile(r"(-?\d{1,20})=(.*)", re.DOTALL)
 _TOKEN_RE = re.compile(r'(?:[^\s"]+|"[^"]*"?)+')
 
 
@@ -614,6 +616,8 @@ def _check_against_table(layer: Layer, table: dict, out: _Collector) -> None:
 def _as_kind(number: float, kind: str) -> str:
     if kind == "float":
         return f"{float(number):e}"
+    if not math.isfinite(number):
+        return "a finite integer"
     return str(int(number))
 
 
