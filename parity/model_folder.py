@@ -238,11 +238,12 @@ def read_model_folder(path: str | Path) -> ModelFolder:
     if os.path.lexists(path / FIRMWARE_JSON):
         firmware_path = folder_file(path, FIRMWARE_JSON)
         firmware = conform(firmware_path, read_json_object(firmware_path), FIRMWARE_SHAPE)
-        for key in ("modelParamName", "modelBinName"):
-            folder_file(path, firmware[key], firmware_path, key)
     elif manifest["target"] == "unitv2" and manifest["layout"] == "legacy":
         raise InputError(path / FIRMWARE_JSON, "missing: manifest.json says the folder is for "
                          "the UnitV2 (target unitv2, legacy layout), whose firmware reads it")
     for needed in (PARAM_FILE, BIN_FILE):
         folder_file(path, needed)
+    if firmware is not None:  # the files the device loads
+        for key in ("modelParamName", "modelBinName"):
+            folder_file(path, firmware[key], path / FIRMWARE_JSON, key)
     return ModelFolder(path=path, manifest=manifest, firmware_json=firmware)
