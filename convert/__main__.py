@@ -1,3 +1,3 @@
-from convert.cli import main
+from heads.entrypoints import convert
 
-main(prog_name="convert")
+convert()
