@@ -8,10 +8,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from convert.outputs import WRITTEN_BY
 from heads.checkpoint import file_sha256
-from heads.errors import StageError
-
-MANIFEST_VERSION = 1
+from heads.errors import InputError, StageError
 from parity.model_folder import (
     FIRMWARE_CONFIG_POOL,
     FIRMWARE_JSON,
@@ -20,24 +19,43 @@ from parity.model_folder import (
     firmware_model_json,
 )
 
+MANIFEST_VERSION = 1
+
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_firmware_json(folder: Path, class_names: list[str], output_names: list[str]) -> None:
-    doc = firmware_model_json(class_names, output_names)
-    need = firmware_config_bytes(doc)
+def firmware_json_problem(class_names: list[str], output_names: list[str]) -> str | None:
+    """Why the firmware could not read this model.json, or None."""
+    need = firmware_config_bytes(firmware_model_json(class_names, output_names))
     if need > FIRMWARE_CONFIG_POOL:
-        raise StageError("write", f"model.json needs ~{need} bytes to parse but the firmware "
-                         f"reads it into {FIRMWARE_CONFIG_POOL}: shorten the class names")
-    write_json(folder / FIRMWARE_JSON, doc)
+        return (f"{FIRMWARE_JSON} would need ~{need} bytes to parse but the firmware reads it "
+                f"into {FIRMWARE_CONFIG_POOL}: shorten the class names")
+    return None
+
+
+def check_firmware_json(where: str | Path, class_names: list[str],
+                        output_names: list[str]) -> None:
+    """Before any work: the class names fit the firmware's model.json buffer."""
+    problem = firmware_json_problem(class_names, output_names)
+    if problem:
+        raise InputError(where, problem)
+
+
+def write_firmware_json(folder: Path, class_names: list[str], output_names: list[str]) -> None:
+    problem = firmware_json_problem(class_names, output_names)
+    if problem:
+        raise StageError("write", problem)
+    write_json(folder / FIRMWARE_JSON, firmware_model_json(class_names, output_names))
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json with the sha256 of every file and the marker `--force` looks for."""
     files = {p.name: file_sha256(p) for p in sorted(folder.iterdir())
              if p.is_file() and p.name != MANIFEST}
-    manifest = {"manifest_version": MANIFEST_VERSION, **manifest, "files": files}
+    manifest = {"manifest_version": MANIFEST_VERSION, "written_by": WRITTEN_BY, **manifest,
+                "files": files}
     write_json(folder / MANIFEST, manifest)
     return manifest
 

@@ -1,14 +1,15 @@
 """The conversion pipeline: checkpoint -> verified UnitV2 / NCNN model folder.
 
-Stages: load, wrap, onnx-export, onnxsim, pnnx, lint, write, verify. Work
-happens in a temporary folder beside the output, renamed into place at the
-end; a failure before verification leaves nothing behind.
+Stages: load, wrap, onnx-export, onnxsim, pnnx, lint, write, verify. Paths and
+options are checked before any work (convert/outputs.py). Everything is
+written into a locked partial folder beside the output and renamed into place
+at the end; an error, Ctrl-C or SIGTERM at any point leaves nothing behind
+(see convert/outputs.py for --force and convert/stages.py for logs).
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,13 @@ from typing import Any, Literal
 from torch import nn
 
 from convert.ncnn_lint import lint_param
-from convert.package import write_firmware_json, write_manifest, write_tar
+from convert.outputs import OutputPlan, Staging, plan_output, staged_output
+from convert.package import (
+    check_firmware_json,
+    write_firmware_json,
+    write_manifest,
+    write_tar,
+)
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from convert.verify import VerifyResult, verify_folder
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
@@ -42,6 +49,8 @@ from parity.synthetic import default_frames
 
 Target = Literal["unitv2", "ncnn-latest"]
 FIRMWARE_INPUT_SIZE = (320, 256)
+MAX_INPUT_SIDE = 2048
+PNNX_WORK = ".pnnx-work"  # inside the partial folder, removed before the files are listed
 STAGES = ("load", "wrap", "onnx-export", "onnxsim", "pnnx", "lint", "write", "verify")
 
 
@@ -60,15 +69,22 @@ class ConvertResult:
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
-    """'320x256' -> (320, 256); both multiples of 32."""
+    """'320x256' -> (320, 256); both multiples of 32, at most MAX_INPUT_SIDE."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise InputError("--input-size", f"{text!r} is not WxH, e.g. 320x256") from None
+    check_input_size(width, height)
+    return width, height
+
+
+def check_input_size(width: int, height: int) -> None:
     if width <= 0 or height <= 0 or width % 32 or height % 32:
         raise InputError("--input-size", f"{width}x{height}: width and height must be positive "
                          "multiples of 32")
-    return width, height
+    if max(width, height) > MAX_INPUT_SIDE:
+        raise InputError("--input-size", f"{width}x{height}: width and height must be at most "
+                         f"{MAX_INPUT_SIDE}")
 
 
 @dataclass(frozen=True)
@@ -127,33 +143,6 @@ class StageClock:
         self.report(f"[{number}/{len(STAGES)}] {name} done in {self.timings[name]:.1f}s")
 
 
-def _prepare_output(output: Path, force: bool) -> Path:
-    """A writable temporary folder beside `output` (same filesystem, atomic rename)."""
-    if output.exists() and not force:
-        raise InputError(output, "already exists; use --force to replace it")
-    parent = output.parent
-    if not parent.is_dir():
-        raise InputError(parent, "output location does not exist")
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial",
-                                        dir=parent))
-        staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
-        return staging
-    except OSError as exc:
-        raise InputError(parent, f"output location is not writable ({exc.strerror})") from None
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        output.rename(old)
-    staging.rename(output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = None,
                        class_names: str | Path | None = None, legacy_head: bool = False,
                        output: str | Path | None = None,
@@ -164,73 +153,87 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
                        report: Callable[[str], None] | None = None) -> ConvertResult:
     """Convert a NanoDet(-Plus) checkpoint into an NCNN model folder (see README)."""
     checkpoint = Path(checkpoint)
-    width, height = input_size
-    if width % 32 or height % 32 or width <= 0 or height <= 0:
-        raise InputError("--input-size", f"{width}x{height}: must be multiples of 32")
+    check_input_size(*input_size)
     if stride64 not in ("fold", "drop"):
         raise InputError("--stride64", f"{stride64!r}: choose fold or drop")
     if target not in ("unitv2", "ncnn-latest"):
         raise InputError("--target", f"{target!r}: choose unitv2 or ncnn-latest")
-    output = Path(output) if output else Path.cwd() / f"{checkpoint.stem}-unitv2"
-    if output.exists() and not force:
-        raise InputError(output, "already exists; use --force to replace it")
+    destination = plan_output(
+        output if output else Path.cwd() / f"{checkpoint.stem}-unitv2", force=force, tar=tar,
+        inputs={"the checkpoint": checkpoint, "the --config file": config,
+                "the --class-names file": class_names})
     clock = StageClock(report)
-    notes: list[str] = []
+    with staged_output(destination) as staging:
+        with clock.stage("load"):
+            loaded = load_detector(checkpoint, config, class_names)
+        with clock.stage("wrap"):
+            plan = plan_export(loaded, legacy_head, stride64)
+        if plan.layout == "legacy":
+            check_firmware_json(class_names or config or checkpoint,
+                                list(loaded.spec.class_names), plan.output_names)
+        notes = _plan_notes(loaded, plan, legacy_head, target, input_size)
+        manifest = _build_folder(staging.folder.path, loaded, plan, clock, input_size, target,
+                                 fp16, opset, notes)
+        verification = None
+        if verify:
+            with clock.stage("verify"):
+                verification = verify_folder(loaded, staging.folder.path / PARAM_FILE,
+                                             staging.folder.path / BIN_FILE, plan.layout,
+                                             plan.input_name, plan.output_names, input_size,
+                                             frames or default_frames())
+        manifest["verification"] = (
+            {"status": "passed" if verification.passed else "failed", **verification.to_dict()}
+            if verification else {"status": "skipped"})
+        manifest["stage_seconds"] = clock.timings
+        manifest = write_manifest(staging.folder.path,
+                                  {k: v for k, v in manifest.items() if k not in _STAMPED})
+        _publish(staging, destination)
+    return ConvertResult(destination.folder, manifest, verification, destination.archive, notes)
 
-    with clock.stage("load"):
-        loaded = load_detector(checkpoint, config, class_names)
-    with clock.stage("wrap"):
-        plan = plan_export(loaded, legacy_head, stride64)
-        notes += _plan_notes(loaded, plan, legacy_head, target, input_size)
 
-    staging = _prepare_output(output, force)
-    logs = Path(tempfile.mkdtemp(prefix="nanodet-unitv2-logs-"))
+_STAMPED = ("manifest_version", "written_by", "files")  # write_manifest sets these
+
+
+def _build_folder(folder: Path, loaded: LoadedModel, plan: ExportPlan, clock: StageClock,
+                  input_size: tuple[int, int], target: Target, fp16: bool, opset: int,
+                  notes: list[str]) -> dict[str, Any]:
+    """Stages onnx-export to write: the model files and a first manifest in `folder`."""
+    width, height = input_size
+    onnx_path, sim_path = folder / ONNX_FILE, folder / SIM_ONNX_FILE
+    with clock.stage("onnx-export"):
+        export_onnx(plan.wrapper, onnx_path, width, height, plan.input_name,
+                    plan.output_names, opset)
+    with clock.stage("onnxsim"):
+        simplify_onnx(onnx_path, sim_path)
+    work = folder / PNNX_WORK
     try:
-        with tempfile.TemporaryDirectory(prefix="nanodet-unitv2-work-") as work_dir:
-            work = Path(work_dir)
-            onnx_path, sim_path = staging / ONNX_FILE, staging / SIM_ONNX_FILE
-            with clock.stage("onnx-export"):
-                export_onnx(plan.wrapper, onnx_path, width, height, plan.input_name,
-                            plan.output_names, opset)
-            with clock.stage("onnxsim"):
-                simplify_onnx(onnx_path, sim_path, logs / "onnxsim.log")
-            with clock.stage("pnnx"):
-                param_path, bin_path = run_pnnx(sim_path, work, width, height, fp16,
-                                                logs / "pnnx.log")
-                _name_blobs(param_path, plan, input_size)
-                shutil.copyfile(param_path, staging / PARAM_FILE)
-                shutil.copyfile(bin_path, staging / BIN_FILE)
-            with clock.stage("lint"):
-                _lint(staging / PARAM_FILE, staging / BIN_FILE, target)
-        with clock.stage("write"):
-            if plan.layout == "legacy":
-                write_firmware_json(staging, list(loaded.spec.class_names), plan.output_names)
-            manifest = _manifest(loaded, plan, input_size, target, fp16, opset, notes)
-            write_manifest(staging, manifest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(logs, ignore_errors=True)
+        with clock.stage("pnnx"):
+            work.mkdir()
+            param_path, bin_path = run_pnnx(sim_path, work, width, height, fp16)
+            _name_blobs(param_path, plan, input_size)
+            shutil.copyfile(param_path, folder / PARAM_FILE)
+            shutil.copyfile(bin_path, folder / BIN_FILE)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with clock.stage("lint"):
+        _lint(folder / PARAM_FILE, folder / BIN_FILE, target)
+    with clock.stage("write"):
+        if plan.layout == "legacy":
+            write_firmware_json(folder, list(loaded.spec.class_names), plan.output_names)
+        manifest = _manifest(loaded, plan, input_size, target, fp16, opset, notes)
+        write_manifest(folder, manifest)
+    return manifest
 
-    verification = None
-    if verify:
-        with clock.stage("verify"):
-            verification = verify_folder(loaded, staging / PARAM_FILE, staging / BIN_FILE,
-                                         plan.layout, plan.input_name, plan.output_names,
-                                         input_size, frames or default_frames())
-    manifest["verification"] = (
-        {"status": "passed" if verification.passed else "failed", **verification.to_dict()}
-        if verification else {"status": "skipped"})
-    manifest["stage_seconds"] = clock.timings
-    manifest = write_manifest(staging, {k: v for k, v in manifest.items() if k != "files"})
-    _move_into_place(staging, output)
-    tar_path = None
-    if tar:
-        tar_path = output.with_name(output.name + ".tar.gz")
-        partial = output.with_name(f".{output.name}.tar.gz.partial")
-        write_tar(output, partial, output.name)
-        partial.rename(tar_path)
-    return ConvertResult(output, manifest, verification, tar_path, notes)
+
+def _publish(staging: Staging, destination: OutputPlan) -> None:
+    """The archive (--tar) from the finished folder, then both renamed into place."""
+    if staging.archive is not None:
+        try:
+            write_tar(staging.folder.path, staging.archive.path, destination.folder.name)
+        except OSError as exc:
+            raise StageError("write", f"cannot write {destination.archive} "
+                             f"({exc.strerror})") from None
+    staging.publish()
 
 
 def _name_blobs(param_path: Path, plan: ExportPlan, input_size: tuple[int, int]) -> None:

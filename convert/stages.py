@@ -1,4 +1,10 @@
-"""The converter's stages that call other tools: ONNX export, onnxsim, pnnx."""
+"""The converter's stages that call other tools: ONNX export, onnxsim, pnnx.
+
+Logs: nothing is written for a stage that succeeds. When onnxsim or pnnx
+fails, its output is saved to one file in TMPDIR (`convert-onnxsim-*.log`,
+`convert-pnnx-*.log`) and the error line names it; that file is the only thing
+a conversion ever leaves outside its output.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import contextlib
 import io
 import shutil
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,7 +37,7 @@ def export_onnx(wrapper: nn.Module, path: Path, input_w: int, input_h: int, inpu
         raise StageError("onnx-export", f"torch.onnx.export failed: {_one_line(exc)}") from None
 
 
-def simplify_onnx(src: Path, dst: Path, log_path: Path, check_n: int = 3) -> None:
+def simplify_onnx(src: Path, dst: Path, check_n: int = 3) -> None:
     """onnxsim with its numeric check (random inputs, onnxruntime) turned on."""
     import onnxsim
 
@@ -39,14 +46,23 @@ def simplify_onnx(src: Path, dst: Path, log_path: Path, check_n: int = 3) -> Non
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             model, ok = onnxsim.simplify(onnx.load(str(src)), check_n=check_n)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises many types
-        log_path.write_text(log.getvalue() + f"\n{exc}\n")
-        raise StageError("onnxsim", f"simplification failed: {_one_line(exc)} "
-                         f"(log: {log_path})") from None
-    log_path.write_text(log.getvalue())
+        raise StageError("onnxsim", f"simplification failed: {_one_line(exc)}"
+                         + kept_log("onnxsim", log.getvalue() + f"\n{exc}\n")) from None
     if not ok:
-        raise StageError("onnxsim", f"simplified model fails onnxsim's numeric check "
-                         f"(log: {log_path})")
+        raise StageError("onnxsim", "simplified model fails onnxsim's numeric check"
+                         + kept_log("onnxsim", log.getvalue()))
     onnx.save(model, str(dst))
+
+
+def kept_log(stage: str, text: str) -> str:
+    """Save a failed stage's output in TMPDIR; ' (log: PATH)' for the error line."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"convert-{stage}-", suffix=".log")
+        with open(fd, "w", encoding="utf-8", errors="replace") as file:
+            file.write(text)
+    except OSError:
+        return " (no log: TMPDIR is not writable)"
+    return f" (log: {name})"
 
 
 def pnnx_executable() -> str:
@@ -61,8 +77,8 @@ def pnnx_executable() -> str:
     raise StageError("pnnx", "the pnnx executable was not found (pip install pnnx)")
 
 
-def run_pnnx(onnx_path: Path, workdir: Path, input_w: int, input_h: int, fp16: bool,
-             log_path: Path) -> tuple[Path, Path]:
+def run_pnnx(onnx_path: Path, workdir: Path, input_w: int, input_h: int,
+             fp16: bool) -> tuple[Path, Path]:
     """ONNX -> NCNN with pnnx; every by-product stays in `workdir`."""
     workdir = workdir.resolve()
     source = workdir / "input.onnx"  # pnnx writes a simplified copy beside its input
@@ -76,13 +92,22 @@ def run_pnnx(onnx_path: Path, workdir: Path, input_w: int, input_h: int, fp16: b
     try:
         done = subprocess.run(command, capture_output=True, text=True, cwd=workdir, timeout=600,
                               check=False)
-    except subprocess.TimeoutExpired:
-        raise StageError("pnnx", f"pnnx did not finish in 10 minutes (log: {log_path})") from None
-    log_path.write_text(f"$ {' '.join(command)}\n{done.stdout}\n{done.stderr}")
+    except subprocess.TimeoutExpired as exc:
+        raise StageError("pnnx", "pnnx did not finish in 10 minutes"
+                         + kept_log("pnnx", _command_log(command, exc.stdout, exc.stderr))) \
+            from None
     if done.returncode != 0 or not param.exists() or not weights.exists():
-        raise StageError("pnnx", f"pnnx failed with exit code {done.returncode} "
-                         f"(log: {log_path})")
+        raise StageError("pnnx", f"pnnx failed with exit code {done.returncode}"
+                         + kept_log("pnnx", _command_log(command, done.stdout, done.stderr)))
     return param, weights
+
+
+def _command_log(command: list[str], stdout: str | bytes | None,
+                 stderr: str | bytes | None) -> str:
+    def text(out: str | bytes | None) -> str:
+        return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
+
+    return f"$ {' '.join(command)}\n{text(stdout)}\n{text(stderr)}"
 
 
 def _one_line(exc: BaseException) -> str:
