@@ -119,6 +119,16 @@ def test_empty_truncated_and_foreign_zips(tmp_path, plus_sd):
     refused_checkpoint(foreign, NOT_A_CHECKPOINT, "zip archive without the data.pkl")
 
 
+def test_a_zip_needing_an_unknown_zip_version(tmp_path, plus_sd):
+    """Found by fuzzing: zipfile raises NotImplementedError for it."""
+    path = saved(tmp_path, {"state_dict": plus_sd})
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        data[archive.start_dir + 6] = 64  # "version needed to extract": 6.4
+    path.write_bytes(data)
+    refused_checkpoint(path, "truncated or corrupt", "zip file version 6.4")
+
+
 def test_legacy_non_zip_checkpoint_loads_the_same_weights(tmp_path, plus_sd):
     path = saved(tmp_path, {"state_dict": plus_sd}, _use_new_zipfile_serialization=False)
     assert path.read_bytes()[:2] != b"PK"
