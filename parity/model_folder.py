@@ -4,6 +4,12 @@ A folder holds `model.param` + `model.bin` (NCNN), `model.onnx` (raw export)
 and `model.sim.onnx` (after onnxsim), `manifest.json` (how it was made) and,
 for the legacy layout, `model.json` exactly as the UnitV2 firmware reads it
 (UnitV2Framework main/object_recognition.cpp, `loadModelConfig`).
+
+`read_model_folder` checks both JSON files against the shapes below (every key
+parity reads, with its type and range; errors name the key path), requires
+model.json when the manifest says the folder is for the UnitV2 (target unitv2,
+legacy layout), and requires every file it reads, including those model.json
+names, to be a regular file in the folder itself (no path, no link leading out).
 """
 
 from __future__ import annotations
