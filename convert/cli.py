@@ -1,7 +1,8 @@
 """`convert`: NanoDet checkpoint -> UnitV2 / NCNN model folder.
 
 Exit codes: 0 done, 1 verification failed (folder written, marked failed in
-manifest.json), 2 bad input or a stage error.
+manifest.json), 2 bad input or a stage error, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM); see convert/outputs.py for what --force may replace.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ PATH = click.Path(path_type=Path)
 @click.option("--stride64", type=click.Choice(["fold", "drop"]), default="fold",
               show_default=True, help="NanoDet-Plus stride-64 level under --legacy-head.")
 @click.option("--tar", is_flag=True, help="Also write <output>.tar.gz.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--force", is_flag=True,
+              help="Replace an output folder convert wrote (and, with --tar, the archive file).")
 @click.option("--no-verify", is_flag=True, help="Skip the quick parity check on real photos.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result line.")
 @one_line_errors("convert")
@@ -52,7 +54,8 @@ def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: 
     """Convert a NanoDet / NanoDet-Plus CHECKPOINT for the M5Stack UnitV2.
 
     Exit codes: 0 done, 1 verification failed (folder still written, marked
-    failed in manifest.json), 2 bad input or a stage error.
+    failed in manifest.json), 2 bad input or a stage error, 130 interrupted,
+    143 terminated (SIGTERM). An interrupted or failed run leaves nothing behind.
     """
     if info:
         loaded = load_detector(checkpoint, config, class_names)

@@ -78,6 +78,11 @@ def resolve_output(path: Path) -> Path:
         path = _resolve(path.parent) / path.name
     if not path.name:
         raise InputError(path, "is not a folder name; give -o a new folder to write")
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("-o", f"{os.fsencode(path)!r} is not UTF-8 text, which torch, onnx "
+                         "and pnnx need") from None
     return path
 
 
@@ -161,8 +166,13 @@ def check_written_by_convert(folder: Path) -> None:
     if not isinstance(manifest, dict) or manifest.get("written_by") != WRITTEN_BY:
         raise InputError(folder, f"was not written by convert (no {MANIFEST} saying so); "
                          "--force replaces only convert's own folders")
-    listed = set(manifest.get("files") or {}) | {MANIFEST}
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+    files = manifest.get("files")
+    listed = (set(files) if isinstance(files, dict) else set()) | {MANIFEST}
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise InputError(folder, f"cannot be read ({exc.strerror})") from None
+    for entry in entries:
         if entry.name not in listed or not entry.is_file(follow_symlinks=False):
             raise InputError(Path(entry.path), "was not written by convert; --force would "
                              "delete it (move it out or choose another -o)")

@@ -69,6 +69,13 @@ def fake_manifest(ws: Workspace) -> None:
     ws.file("out/manifest.json", json.dumps({"manifest_version": 1, "files": {}}))
 
 
+def odd_manifest(ws: Workspace) -> None:
+    """A marker, but `files` is not an object: only manifest.json itself is convert's."""
+    ws.file("out/manifest.json", json.dumps({"written_by": "nanodet-unitv2 convert",
+                                             "files": 5}))
+    ws.file("out/model.param", "7767517\n")
+
+
 def pth(ws: Workspace) -> str:
     return str(ws["plus.pth"])
 
@@ -121,6 +128,10 @@ CASES: list[Case] = [
          lambda ws: [pth(ws), "-o", "out", "--force", "-q"],
          setup=fake_manifest,
          mentions=lambda ws: [ws.root / "out", "not written by convert"]),
+    Case("convert-force-manifest-with-odd-files", "convert",
+         lambda ws: [pth(ws), "-o", "out", "--force", "-q"],
+         setup=odd_manifest,
+         mentions=lambda ws: [ws.root / "out" / "model.param", "not written by convert"]),
     Case("convert-force-convert-folder-with-a-user-file", "convert",
          lambda ws: [pth(ws), "-o", "out", "--force", "-q"],
          setup=convert_folder_at("out", {"notes.txt": b"my notes"}),
@@ -173,6 +184,13 @@ CASES: list[Case] = [
     Case("convert-archive-name-too-long", "convert",
          lambda ws: [pth(ws), "-o", TAR_LONG_NAME, "--tar", "-q"],
          mentions=lambda ws: [TAR_LONG_NAME, "name is too long"]),
+    Case("convert-output-name-not-utf8", "convert",
+         lambda ws: [pth(ws), "-o", "caf\udce9", "-q"],
+         mentions=lambda ws: ["-o", "not UTF-8"]),
+    Case("convert-output-below-a-symlink-loop", "convert",
+         lambda ws: [pth(ws), "-o", "loop/out", "-q"],
+         setup=symlink("loop", "loop"),
+         mentions=lambda ws: ["loop", "cannot be resolved"]),
     Case("convert-unwritable-location", "convert",
          lambda ws: [pth(ws), "-o", "/proc/nanodet-out", "-q"],
          mentions=lambda ws: ["/proc", "not writable"]),
