@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -95,8 +96,8 @@ DELETE = object()
     (assign("architecture", "head", DELETE), "architecture.head: missing"),
     (assign("architecture", "neck", []), "architecture.neck: must be an object"),
     (assign("rewrite", "stride64", "sometimes"), "rewrite.stride64: must be one of fold, drop"),
-    (assign("rewrite", "centre_compensation", "yes"), "rewrite.centre_compensation: must be "
-                                                      "true or false"),
+    (assign("rewrite", "centre_compensation", "yes"),
+     "rewrite.centre_compensation: must be true or false"),
     (assign("target", "esp32"), "target: must be one of unitv2, ncnn-latest"),
     (assign("input", DELETE), "input: missing"),
 ])
@@ -465,8 +466,8 @@ def assert_limits_in_range(tolerances: dict[str, Any]) -> None:
     sections += [s for stage in tolerances.get("stages", {}).values() for s in stage.values()]
     for section in sections:
         for key, value in section.items():
-            assert 0 <= value <= (1 if key in FRACTIONS else float("inf")), (key, value)
-            assert value == value and value != float("inf"), (key, value)
+            assert math.isfinite(value), (key, value)
+            assert 0 <= value <= (1 if key in FRACTIONS else math.inf), (key, value)
 
 
 @FUZZ
