@@ -192,14 +192,14 @@ def build_stages(loaded: LoadedModel, folder: ModelFolder, only: set[str] | None
         stages.append(Stage("device", layout, skipped="no model.json: not a UnitV2 folder"))
     else:
         device_names = folder.output_names
-        known = param_blobs(folder.param)
+        known = param_blobs(folder.device_param)
         for blob in device_names:
             if blob not in known:
                 raise InputError(folder.path / FIRMWARE_JSON,
-                                 f"names blob {blob!r} that model.param lacks")
+                                 f"names blob {blob!r} that {folder.device_param.name} lacks")
         stages.append(DeviceStage("device", layout,
-                                  NcnnRunner(folder.param, folder.bin, folder.input_name,
-                                             device_names, "device"),
+                                  NcnnRunner(folder.device_param, folder.device_bin,
+                                             folder.input_name, device_names, "device"),
                                   output_names=device_names, role_names=names))
     for stage in stages:
         if only is not None and stage.name not in only and stage.name != "torch":
