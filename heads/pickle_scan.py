@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickletools
 import re
+import warnings
 from dataclasses import dataclass
 from typing import IO
 
@@ -67,6 +68,12 @@ def _imported(name: str, arg: object) -> str | None:
 
 def scan_pickle(stream: IO[bytes]) -> PickleScan:
     """Scan one pickle from the stream's position up to its STOP opcode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # escape-sequence notes on garbage strings
+        return _scan(stream)
+
+
+def _scan(stream: IO[bytes]) -> PickleScan:
     allowed = _allowed_globals()
     foreign: str | None = None
     longs: list[int] = []
