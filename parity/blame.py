@@ -24,6 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from heads.errors import InputError
+from heads.threads import configure_ncnn
 from parity.ncnn_param import Param
 
 # Layers not checked: Input is the feed itself, Split's tops are copies of its bottom.
@@ -161,7 +162,7 @@ def _ncnn_blobs(param: Path, weights: Path, input_name: str, feed: np.ndarray,
                 layers: list) -> dict[str, np.ndarray]:
     """Every top blob of every layer, computed by one extractor that keeps them all."""
     net = ncnn.Net()
-    net.opt.num_threads = 1
+    configure_ncnn(net.opt)
     net.opt.use_fp16_storage = False
     net.opt.use_fp16_packed = False
     net.opt.use_fp16_arithmetic = False

@@ -8,6 +8,7 @@ import ncnn
 import numpy as np
 
 from heads.errors import InputError
+from heads.threads import configure_ncnn
 from parity.ncnn_param import Param
 
 
@@ -21,7 +22,7 @@ class NcnnRunner:
         self.input_name = input_name
         self.output_names = list(output_names)
         self.net = ncnn.Net()
-        self.net.opt.num_threads = threads
+        configure_ncnn(self.net.opt, threads)
         self.net.opt.use_fp16_storage = False
         self.net.opt.use_fp16_packed = False
         self.net.opt.use_fp16_arithmetic = False

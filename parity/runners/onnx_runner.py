@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from heads.errors import InputError
+from heads.threads import onnxruntime_options
 
 
 class OnnxRunner:
@@ -16,9 +17,7 @@ class OnnxRunner:
         self.name = name
         self.input_name = input_name
         self.output_names = list(output_names)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = onnxruntime_options(threads)
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(model), options,
