@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from heads.checkpoint import file_sha256
 from heads.cli_support import one_line_errors
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from heads.untrusted import open_regular
 from heads.versions import tool_versions
 from parity.check import CheckInputs, run_records
 from parity.gate import load_tolerances
@@ -149,8 +150,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     limits = load_tolerances(tolerances)
     shard_of = parse_shard(shard)
-    if not checkpoint.is_file():
-        raise InputError(checkpoint, "no such checkpoint file")
+    open_regular(checkpoint, "checkpoint").close()  # a FIFO or device is refused unread
     folder = read_model_folder(model_dir)
     check_report_paths({"--json": json_path, "--junit": junit, "--html": html},
                        [p for p in (checkpoint, model_dir, config, tolerances, images) if p])

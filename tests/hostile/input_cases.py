@@ -183,8 +183,6 @@ def checkpoint_cases(name: str, given: Input, phrases: tuple[str, ...]) -> list[
     def mentions(ws: Workspace) -> list:
         return [given.path(ws), *phrases]
 
-    # parity check refuses a checkpoint that is no regular file itself: "no such checkpoint file"
-    parity_mentions = (lambda ws: [given.path(ws)]) if name in PARITY_OWN_CHECK else mentions
     return [
         Case(f"input-checkpoint-{name}-info", "convert", lambda ws: [given.path(ws), "--info"],
              setup=given.setup, mentions=mentions),
@@ -193,11 +191,8 @@ def checkpoint_cases(name: str, given: Input, phrases: tuple[str, ...]) -> list[
              setup=given.setup, mentions=mentions),
         Case(f"input-checkpoint-{name}-parity", "parity",
              lambda ws: ["check", given.path(ws), ws["unitv2"], "--synthetic", "0", "-q"],
-             setup=given.setup, mentions=parity_mentions),
+             setup=given.setup, mentions=mentions),
     ]
-
-
-PARITY_OWN_CHECK = {"dev-zero", "fifo", "directory"}
 
 
 def config_cases(name: str, given: Input, phrases: tuple[str, ...]) -> list[Case]:
