@@ -16,14 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from convert.pipeline import ConvertResult, convert_checkpoint, parse_input_size
-from heads.cli_support import one_line_errors
+from heads.cli_support import OneLineCommand, one_line_errors
 from heads.info import info_dict, info_lines
 from heads.loader import load_detector
 
 PATH = click.Path(path_type=Path)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("convert", cls=OneLineCommand,
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=PATH)
 @click.option("--config", type=PATH, help="Official NanoDet YAML config of the model.")
 @click.option("--class-names", type=PATH, help="Text file, one class name per line.")

@@ -239,7 +239,10 @@ def _publish(staging: Staging, destination: OutputPlan) -> None:
 def _name_blobs(param_path: Path, plan: ExportPlan, input_size: tuple[int, int]) -> None:
     """pnnx names blobs in0/out0...; give them the names consumers look up, and keep the
     input size out of the legacy layout's Reshapes."""
-    param = Param.read(param_path)
+    try:
+        param = Param.read(param_path)
+    except InputError as exc:  # it names pnnx's temporary file, gone after this run
+        raise StageError("pnnx", f"wrote a param this tool cannot read: {exc.problem}") from None
     param.rename_blob("in0", plan.input_name)
     for index, name in enumerate(plan.output_names):
         param.rename_blob(f"out{index}", name)

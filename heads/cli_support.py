@@ -93,3 +93,38 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
         return run
 
     return wrap
+
+
+def usage_error_line(prog: str, exc: click.ClickException) -> str:
+    """click's usage errors (bad option values, missing arguments) as one line."""
+    return f"{prog}: error: {exc.format_message()}"
+
+
+class _OneLineUsage:
+    """A click command whose usage errors print one line, `prog: error: ...` (exit 2).
+
+    click's own standalone mode prints the usage, a hint and the error on three
+    or more lines; everything else (help, exit codes of the command) is unchanged.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            click.echo(usage_error_line(prog_name or self.name, exc), err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C while click parsed the options
+            click.echo(f"{prog_name or self.name}: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class OneLineCommand(_OneLineUsage, click.Command):
+    """`@click.command(name, cls=OneLineCommand)`."""
+
+
+class OneLineGroup(_OneLineUsage, click.Group):
+    """`@click.group(name, cls=OneLineGroup)`."""

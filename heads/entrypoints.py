@@ -43,7 +43,9 @@ def _invoke(prog: str, module: str) -> int:
     try:
         code = command.main(prog_name=prog, standalone_mode=False)
     except click.ClickException as exc:
-        exc.show()
+        from heads.cli_support import usage_error_line
+
+        print(usage_error_line(prog, exc), file=sys.stderr)
         return exc.exit_code
     except click.Abort as exc:  # click turns Ctrl-C while parsing options into Abort
         cause = exc.__context__

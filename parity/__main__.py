@@ -1,3 +1,3 @@
-from parity.cli import main
+from heads.entrypoints import parity
 
-main(prog_name="parity")
+parity()

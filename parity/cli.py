@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from heads.checkpoint import file_sha256
-from heads.cli_support import one_line_errors
+from heads.cli_support import OneLineGroup, one_line_errors
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from heads.untrusted import open_regular
 from heads.versions import tool_versions
@@ -37,7 +37,8 @@ from parity.synthetic import default_frames
 PATH = click.Path(path_type=Path)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("parity", cls=OneLineGroup,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Parity of a converted NanoDet model folder with its checkpoint, stage by stage.
 

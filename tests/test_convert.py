@@ -140,20 +140,6 @@ def test_a_failing_stage_leaves_nothing_behind(tmp_path, monkeypatch, small_chec
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_folder_needs_force(tmp_path, small_checkpoints):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    args = [str(small_checkpoints["legacy"]), "-o", str(out), "-q", "--no-verify"]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 2 and "already exists; use --force" in result.stderr
-    assert (out / "keep.txt").exists()
-    result = CliRunner().invoke(main, [*args, "--force"])
-    assert result.exit_code == 0, result.stderr
-    assert not (out / "keep.txt").exists() and (out / "model.param").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-
-
 def test_amax_over_channels_is_caught_by_the_lint(tmp_path, monkeypatch, small_checkpoints):
     """torch.amax exports to a Reduction the firmware's ncnn reads on the wrong axis."""
 

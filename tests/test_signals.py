@@ -130,7 +130,7 @@ def test_ctrl_c_while_importing_torch(tmp_path, small_checkpoints):
 
 
 def test_parity_ctrl_c_while_importing(tmp_path):
-    program = [sys.executable, "-c", "from heads.entrypoints import parity; parity()"]
+    program = [sys.executable, "-m", "parity"]
     run = start(tmp_path, ["check", "--help"], program=program)
     run.wait_until(run.maps("libtorch_cpu"), "torch is being imported")
     run.process.send_signal(signal.SIGINT)
