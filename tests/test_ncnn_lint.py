@@ -199,8 +199,10 @@ def test_garbage_does_not_crash(tmp_path: Path, content: bytes) -> None:
     for target in ("unitv2", "ncnn-latest"):
         findings = lint_param(param, bin_path=None, target=target)
         assert errors(findings), content
-        for f in findings:
-            assert isinstance(str(f), str)
+        for f in findings:  # each a one-line message that names the file and its line
+            text = str(f)
+            assert text.startswith(f"{param}:{f.line}: ") and "\n" not in text, text
+            assert 0 <= f.line <= content.count(b"\n") + 1 and f.message.strip(), text
 
 
 def test_missing_param_file(tmp_path: Path) -> None:
