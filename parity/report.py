@@ -199,6 +199,9 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     for stage in report["stages"]:
         if stage["status"] != "ran":
             console.print(f"[dim]{stage['name']} skipped: {stage['reason']}[/]")
+    for name, reason in report["images"].get("skipped", {}).items():
+        console.print(f"[yellow]image skipped[/] {name}: {reason}", markup=True,
+                      highlight=False)
     for check in gate["checks"]:
         if not check["passed"]:
             console.print(f"[red]FAIL[/] {check['stage']}: {check['check']} = "
