@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from convert.pipeline import ConvertResult, convert_checkpoint, parse_input_size
@@ -96,7 +97,7 @@ def print_summary(console: Console, result: ConvertResult) -> None:
     table.add_row("target", f"{manifest['target']}, {manifest['weights']} weights")
     table.add_row("files", ", ".join(manifest["files"]))
     if result.tar:
-        table.add_row("archive", str(result.tar))
+        table.add_row("archive", escape(str(result.tar)))
     check = result.verification
     if check is None:
         table.add_row("verify", "skipped (--no-verify)")
@@ -105,9 +106,11 @@ def print_summary(console: Console, result: ConvertResult) -> None:
         table.add_row("verify", f"[{colour}]{'passed' if check.passed else 'FAILED'}[/]: "
                       f"{check.summary()}")
         for miss in check.missing[:5]:
-            table.add_row("", f"missing {miss['class']} {miss['score']} in {miss['image']}")
+            table.add_row("", escape(f"missing {miss['class']} {miss['score']} in "
+                                     f"{miss['image']}"))
         for extra in check.extra[:5]:
-            table.add_row("", f"extra {extra['class']} {extra['score']} in {extra['image']}")
+            table.add_row("", escape(f"extra {extra['class']} {extra['score']} in "
+                                     f"{extra['image']}"))
         rewrite = manifest["rewrite"]
         if check.stride64_only is not None and rewrite.get("strategy") == "plus-to-legacy":
             if rewrite["stride64"] == "fold":
@@ -124,5 +127,5 @@ def print_summary(console: Console, result: ConvertResult) -> None:
                           f"(clamped); {check.residuals['competing']} stride-32 cells scoring "
                           ">= 0.4 were also claimed by a stride-64 prediction")
     for note in result.notes:
-        table.add_row("note", note)
+        table.add_row("note", escape(note))
     console.print(table)

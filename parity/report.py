@@ -17,6 +17,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from heads.errors import InputError
@@ -198,10 +199,9 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     for stage in report["stages"]:
         if stage["status"] != "ran":
-            console.print(f"[dim]{stage['name']} skipped: {stage['reason']}[/]")
+            console.print(f"[dim]{stage['name']} skipped: {escape(str(stage['reason']))}[/]")
     for name, reason in report["images"].get("skipped", {}).items():
-        console.print(f"[yellow]image skipped[/] {name}: {reason}", markup=True,
-                      highlight=False)
+        console.print(f"[yellow]image skipped[/] {escape(name)}: {escape(reason)}")
     for check in gate["checks"]:
         if not check["passed"]:
             console.print(f"[red]FAIL[/] {check['stage']}: {check['check']} = "

@@ -197,3 +197,24 @@ def test_native_plus_layout_for_modern_consumers(tmp_path):
     assert result.manifest["layout"] == "plus-native" and result.exit_code == 0
     assert not (out / "model.json").exists()
     assert "Input                    data" in (out / "model.param").read_text()
+
+
+def test_summary_prints_class_and_image_names_as_text(tmp_path):
+    """Names from the user's files are never read as rich markup (a `[/]` class name)."""
+    from rich.console import Console
+
+    from convert.cli import print_summary
+    from convert.pipeline import ConvertResult
+    from convert.verify import VerifyResult
+
+    odd = {"image": "[bold]photo.jpg", "score": 0.5, "class": "[/]", "box": [0, 0, 1, 1],
+           "borderline": False}
+    check = VerifyResult(images=1, reference_detections=1, missing=[odd], extra=[odd])
+    manifest = {"architecture": {"head": {"kind": "NanoDetHead"}, "class_names": ["[/]"]},
+                "layout": "legacy", "input": {"name": "input.1", "width": 320, "height": 256},
+                "rewrite": {"strategy": "none", "detail": "none"}, "target": "unitv2",
+                "weights": "fp16", "files": {"model.param": "0"}}
+    console = Console(record=True, width=200)
+    print_summary(console, ConvertResult(tmp_path, manifest, check, notes=["[red]note"]))
+    text = console.export_text()
+    assert "missing [/] 0.5 in [bold]photo.jpg" in text and "[red]note" in text
