@@ -34,7 +34,6 @@ from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel, load_detector
 from heads.plus_to_legacy import PlusToLegacy
 from heads.versions import tool_versions
-from parity.firmware import MEAN_BGR, NORM_BGR
 from parity.model_folder import (
     BIN_FILE,
     LEGACY_INPUT,
@@ -46,6 +45,7 @@ from parity.model_folder import (
 )
 from parity.ncnn_param import Param
 from parity.synthetic import default_frames
+from parity.unitv2 import MEAN_BGR, NORM_BGR
 
 Target = Literal["unitv2", "ncnn-latest"]
 FIRMWARE_INPUT_SIZE = (320, 256)

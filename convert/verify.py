@@ -17,11 +17,11 @@ from heads.decode import Detections, levels_from_logits
 from heads.loader import LoadedModel
 from heads.plus_to_legacy import rewrite_residuals
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
-from parity.firmware import PROB_THRESHOLD
 from parity.images import UnusableImage, in_memory
 from parity.match import match_detections
 from parity.preprocess import frame_to_tensor
 from parity.runners.ncnn_runner import NcnnRunner
+from parity.unitv2 import PROB_THRESHOLD
 
 MIN_IOU = 0.95
 MAX_SCORE_DIFF = 0.01

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from heads.decode import Detections, LevelOutput, native_decode
-from parity.firmware import NMS_THRESHOLD, PROB_THRESHOLD, FirmwareObject, Letterbox, decode_levels
+from parity.unitv2 import NMS_THRESHOLD, PROB_THRESHOLD, FirmwareObject, Letterbox, decode_levels
 
 
 def from_firmware_objects(objects: list[FirmwareObject]) -> Detections:

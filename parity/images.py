@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from parity.firmware import FRAME_H, FRAME_W
+from parity.unitv2 import FRAME_H, FRAME_W
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 50_000_000

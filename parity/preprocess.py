@@ -1,7 +1,7 @@
 """One preprocessing for every tensor stage: letterbox a BGR frame, normalise.
 
 For 640x480 frames and a 320x256 net this is exactly the firmware's path
-(parity.firmware); other sizes letterbox the same way into the net size.
+(parity.unitv2); other sizes letterbox the same way into the net size.
 """
 
 from __future__ import annotations
@@ -11,20 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parity.firmware import MEAN_BGR, NORM_BGR, Letterbox, letterbox_for, preprocess_frame_numpy
 from parity.tensor_stats import same_bits
-
-
-def letterbox_into(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letterbox:
-    """The firmware's geometry when it yields net_w x net_h, else centred fit-and-pad."""
-    firmware = letterbox_for(frame_w, frame_h, max(net_w, net_h))
-    if (firmware.net_w, firmware.net_h) == (net_w, net_h):
-        return firmware
-    scale = min(net_w / frame_w, net_h / frame_h)
-    resized_w, resized_h = int(frame_w * scale), int(frame_h * scale)
-    return Letterbox(scale=float(np.float32(scale)), pad_left=(net_w - resized_w) // 2,
-                     pad_top=(net_h - resized_h) // 2, net_w=net_w, net_h=net_h,
-                     frame_w=frame_w, frame_h=frame_h, resized_w=resized_w, resized_h=resized_h)
+from parity.unitv2 import MEAN_BGR, NORM_BGR, Letterbox, letterbox_for, preprocess_frame_numpy
 
 
 def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int,
@@ -35,7 +23,7 @@ def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int,
     Normalisation is the firmware's unless `std_bgr` (NanoDet config style,
     x = (pixel - mean) / std) says otherwise.
     """
-    box = letterbox_into(frame_bgr.shape[1], frame_bgr.shape[0], net_w, net_h)
+    box = letterbox_for(frame_bgr.shape[1], frame_bgr.shape[0], (net_w, net_h))
     norm = NORM_BGR if std_bgr is None else tuple(1.0 / s for s in std_bgr)
     if std_bgr is not None and all(abs(a - b) < 1e-6 for a, b in zip(norm, NORM_BGR)):
         norm = NORM_BGR  # NanoDet's std 57.375, ... is the firmware's norm 0.017429, ...

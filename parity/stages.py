@@ -20,13 +20,6 @@ from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel
 from heads.plus_to_legacy import PlusToLegacy
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
-from parity.firmware import (
-    Letterbox,
-    decode_levels,
-    json_line,
-    letterbox_for,
-    preprocess_frame_ncnn,
-)
 from parity.model_folder import FIRMWARE_JSON, ModelFolder
 from parity.preprocess import SharedInput
 from parity.runners.base import Runner
@@ -34,6 +27,13 @@ from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
 from parity.runners.torch_runner import NativeTorchRunner, SharedForward, TorchRunner
 from parity.tensor_stats import same_bits
+from parity.unitv2 import (
+    Letterbox,
+    decode_levels,
+    json_line,
+    letterbox_for,
+    preprocess_frame_ncnn,
+)
 
 STAGE_ORDER = ("torch", "torch-legacy", "onnx", "onnx-sim", "ncnn", "ncnn-fp16", "device")
 COMPARE_MIN_SCORE = 0.1  # detections are compared down to here, in bands

@@ -1,4 +1,4 @@
-"""Tests for parity/firmware.py: the UnitV2 firmware's preprocessing, decode and JSON line."""
+"""Tests for parity/unitv2/: the UnitV2 firmware's preprocessing, decode and JSON line."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from parity import firmware as fw
-from parity.firmware import FirmwareObject
+from parity import unitv2 as fw
+from parity.unitv2 import FirmwareObject
+from parity.unitv2.preprocess import _resize_bilinear_c3
 
 F32 = np.float32
 IMAGES = sorted((Path(__file__).resolve().parents[1] / "parity" / "data" / "images").glob("*.jpg"))
@@ -42,6 +43,16 @@ def test_letterbox_odd_pad_goes_to_right_bottom():
 def test_letterbox_rejects_bad_sizes():
     with pytest.raises(ValueError):
         fw.letterbox_for(0, 480)
+
+
+def test_letterbox_into_a_net_size():
+    # the firmware's rule when it yields the asked size, else a centred fit-and-pad
+    assert fw.letterbox_for(640, 480, (320, 256)) == BOX
+    square = fw.letterbox_for(640, 480, (320, 320))
+    assert (square.net_w, square.net_h, square.resized_w, square.resized_h) == (320, 320, 320, 240)
+    assert (square.pad_left, square.pad_top, square.pad_bottom, square.scale) == (0, 40, 40, 0.5)
+    with pytest.raises(ValueError):
+        fw.letterbox_for(0, 480, (320, 320))
 
 
 def test_to_frame_known_values_and_round_trip():
@@ -97,7 +108,7 @@ def test_preprocess_numpy_matches_ncnn(name, frame):
     # 1. the resize is ncnn's integer bilinear, reproduced bit for bit
     mat = ncnn.Mat.from_pixels_resize(frame, ncnn.Mat.PixelType.PIXEL_BGR, 640, 480, 320, 240)
     ncnn_resized = np.array(mat).transpose(1, 2, 0)
-    np.testing.assert_array_equal(ncnn_resized, fw._resize_bilinear_c3(frame, 320, 240))
+    np.testing.assert_array_equal(ncnn_resized, _resize_bilinear_c3(frame, 320, 240))
 
     # 2. the normalised tensor: the only difference allowed is the rounding of
     #    x * norm + bias. The firmware (armv7 NEON vmla) rounds twice, like the numpy path;

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from convert import convert_checkpoint
 from parity.cli import main
-from parity.firmware import decode_levels, json_line, letterbox_for, preprocess_frame_ncnn
 from parity.images import (
     MAX_IMAGE_PIXELS,
     InMemoryPhoto,
@@ -31,6 +30,7 @@ from parity.images import (
 )
 from parity.model_folder import read_model_folder
 from parity.runners.ncnn_runner import NcnnRunner
+from parity.unitv2 import decode_levels, json_line, letterbox_for, preprocess_frame_ncnn
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, photo
 
 pytestmark = pytest.mark.slow
