@@ -25,6 +25,7 @@ from parity.model_folder import read_model_folder
 from parity.ncnn_param import Param
 from parity.report import merge_reports, read_report
 from tests.crafted_reports import shard_reports
+from tests.json_edits import DELETE, assign
 
 # FUZZ_EXAMPLES=5000 for a longer hunt
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None,
@@ -63,21 +64,6 @@ def edit_json(path: Path, edit: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(doc))
 
 
-def assign(*keys_and_value: Any) -> Callable[[dict], None]:
-    *keys, value = keys_and_value
-
-    def edit(doc: dict) -> None:
-        for key in keys[:-1]:
-            doc = doc[key]
-        if value is DELETE:
-            del doc[keys[-1]]
-        else:
-            doc[keys[-1]] = value
-
-    return edit
-
-
-DELETE = object()
 
 # ------------------------------------------------------------------ manifest.json, model.json
 

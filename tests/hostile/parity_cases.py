@@ -14,24 +14,17 @@ from typing import Any
 
 from tests.crafted_reports import shard_reports
 from tests.hostile.harness import Case, Workspace
-
-DELETE = object()
+from tests.json_edits import DELETE, assign
 
 
 def edit_json(folder: str, name: str, *keys_and_value: Any) -> Callable[[Workspace], None]:
     """Setup: set (or DELETE) one key of `name` in the copy of `folder`."""
-    *keys, value = keys_and_value
+    edit = assign(*keys_and_value)
 
     def setup(ws: Workspace) -> None:
         path = ws[folder] / name
         doc = json.loads(path.read_text())
-        node = doc
-        for key in keys[:-1]:
-            node = node[key]
-        if value is DELETE:
-            del node[keys[-1]]
-        else:
-            node[keys[-1]] = value
+        edit(doc)
         path.write_text(json.dumps(doc))
 
     return setup
@@ -112,20 +105,6 @@ def r2(*phrases: str) -> Callable[[Workspace], list]:
     return lambda ws: [ws.root / "r2.json", *phrases]
 
 
-def set_key(*keys_and_value: Any) -> Callable[[dict], None]:
-    *keys, value = keys_and_value
-
-    def edit(doc: dict) -> None:
-        for key in keys[:-1]:
-            doc = doc[key]
-        if value is DELETE:
-            del doc[keys[-1]]
-        else:
-            doc[keys[-1]] = value
-
-    return edit
-
-
 MANIFEST, MODEL_JSON = "manifest.json", "model.json"
 
 CASES: list[Case] = [
@@ -201,11 +180,11 @@ CASES: list[Case] = [
     tolerance_case("parity-tolerance-fraction-above-one", "[detections]\nmin_ap50 = 1.5\n",
                    "detections.min_ap50", "must lie in [0, 1]"),
     # ---------------------------------------------------------------- merge
-    merge_case("parity-merge-records-missing", second(set_key("records", DELETE)), 2,
+    merge_case("parity-merge-records-missing", second(assign("records", DELETE)), 2,
                r2("records: missing")),
-    merge_case("parity-merge-records-not-a-list", second(set_key("records", "oops")), 2,
+    merge_case("parity-merge-records-not-a-list", second(assign("records", "oops")), 2,
                r2("records: must be a list")),
-    merge_case("parity-merge-record-lacks-keys", second(set_key("records", [{"image": "a"}])),
+    merge_case("parity-merge-record-lacks-keys", second(assign("records", [{"image": "a"}])),
                2, r2("records[0].frame_sha256: missing")),
     merge_case("parity-merge-match-points-past-detections",
                second(lambda r: r["records"][0]["stages"]["onnx"]["match"].update(extra=[99])),
@@ -215,12 +194,12 @@ CASES: list[Case] = [
     merge_case("parity-merge-one-of-two-shards", lambda rs: rs[:1], 1,
                lambda ws: [ws.root / "r1.json", "shard 2/2 is missing"]),
     merge_case("parity-merge-shards-of-different-counts",
-               second(set_key("images", "shard", "2/3")), 2, r2("images.shard: 2/3")),
+               second(assign("images", "shard", "2/3")), 2, r2("images.shard: 2/3")),
     merge_case("parity-merge-unsharded-report",
-               lambda rs: [set_key("images", "shard", None)(rs[0]) or rs[0]], 1,
+               lambda rs: [assign("images", "shard", None)(rs[0]) or rs[0]], 1,
                lambda ws: [ws.root / "r1.json", "images.shard: null: not a shard"]),
     merge_case("parity-merge-infinite-tolerance",
-               lambda rs: [set_key("tolerances", "tensors", "max_abs", "inf")(r) or r
+               lambda rs: [assign("tolerances", "tensors", "max_abs", "inf")(r) or r
                            for r in rs], 2,
                lambda ws: [ws.root / "r1.json", "tolerances.tensors.max_abs"]),
     merge_case("parity-merge-both-shards", lambda rs: rs, 2, lambda ws: [], exit_code=1,
