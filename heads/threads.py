@@ -38,7 +38,9 @@ def limit_threads(threads: int = 1) -> None:
     import ncnn
 
     cv2.setNumThreads(threads)  # 1: OpenCV runs on the calling thread, no pool
-    ncnn.set_omp_num_threads(threads)  # ncnn's own OpenMP runtime, for calls without a net
+    # ncnn's OpenMP runtime, for work outside a net's options; in the pip wheels
+    # this was seen to resize torch's OpenMP pool too (they share the symbols).
+    ncnn.set_omp_num_threads(threads)
 
 
 def configure_ncnn(option: Any, threads: int = 1) -> None:

@@ -17,9 +17,12 @@ from parity.runners.ncnn_runner import NcnnRunner
 
 # Runs torch and OpenCV work big enough for their thread pools; prints how many
 # threads the process gained doing it, and the settings a child process would see.
+# torch has already computed when the policy is applied (as in `convert`, which
+# loads the checkpoint first): the environment alone would come too late for it.
 PROBE = """
 import json, os, sys
 import cv2, numpy as np, torch
+torch.ones(64, 64) @ torch.ones(64, 64)
 if sys.argv[1] == "limited":
     from heads.threads import limit_threads
     limit_threads()
