@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from heads.activations import activation_layer
+from heads.component import Keywords, Neck
 from heads.conv_modules import ConvModule, DepthwiseConvModule
+from heads.pan import PAN
+from heads.schema import ACTIVATION, Schema, boolean, integer
+from heads.weights import ASSUMED_ACTIVATION, StateDict, count, odd_kernel, shape
 
 
 class GhostModule(nn.Module):
@@ -67,9 +72,15 @@ class GhostBlocks(nn.Module):
         return self.blocks(x)
 
 
-class GhostPAN(nn.Module):
-    def __init__(self, in_channels: list[int], out_channels: int, use_depthwise: bool = True,
-                 kernel_size: int = 5, num_extra_level: int = 0, activation: str = "LeakyReLU"):
+class GhostPAN(Neck):
+    CONFIG_KEYS: ClassVar[Schema] = {**PAN.CONFIG_KEYS, "kernel_size": integer(1, 9, odd=True),
+                                     "num_extra_level": integer(0, 2), "use_depthwise": boolean,
+                                     "activation": ACTIVATION}
+    WEIGHTS_HINT = "GhostPAN (fpn.reduce_layers + fpn.top_down_blocks)"
+
+    def __init__(self, in_channels: tuple[int, ...], out_channels: int, kernel_size: int = 5,
+                 num_extra_level: int = 0, use_depthwise: bool = False,
+                 activation: str = "LeakyReLU"):
         super().__init__()
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear")
         down_conv = DepthwiseConvModule if use_depthwise else ConvModule
@@ -107,3 +118,18 @@ class GhostPAN(nn.Module):
         for extra_in, extra_out in zip(self.extra_lvl_in_conv, self.extra_lvl_out_conv):
             outs.append(extra_in(inputs[-1]) + extra_out(outs[-1]))
         return outs
+
+    @classmethod
+    def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
+        if "fpn.reduce_layers.0.conv.weight" not in sd or \
+                "fpn.top_down_blocks.0.blocks.0.ghost1.primary_conv.0.weight" not in sd:
+            return None
+        n = count(sd, "fpn.reduce_layers")
+        shapes = [shape(sd, f"fpn.reduce_layers.{i}.conv.weight") for i in range(n)]
+        depthwise = "fpn.downsamples.0.depthwise.weight" in sd
+        down_key = "fpn.downsamples.0.depthwise.weight" if depthwise else \
+            "fpn.downsamples.0.conv.weight"
+        return {"in_channels": tuple(s[1] for s in shapes), "out_channels": shapes[0][0],
+                "kernel_size": odd_kernel(shape(sd, down_key), down_key),
+                "num_extra_level": count(sd, "fpn.extra_lvl_in_conv"),
+                "use_depthwise": depthwise, "activation": ASSUMED_ACTIVATION}

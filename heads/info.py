@@ -30,7 +30,7 @@ def info_lines(loaded: LoadedModel) -> list[str]:
         f"format       {d['format']}",
         f"sha256       {d['sha256']}",
         f"architecture {d['summary']} ({source})",
-        (f"backbone     ShuffleNetV2 {b['model_size']}, out_stages {b['out_stages']}, "
+        (f"backbone     {loaded.spec.backbone.describe()}, out_stages {b['out_stages']}, "
          f"{b['activation']}"),
         f"neck         {neck}",
         (f"head         {h['kind']}: {h['num_classes']} classes, reg_max {h['reg_max']}, "

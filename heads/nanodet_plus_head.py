@@ -6,20 +6,38 @@ classes and box distributions together; no `gfl_reg`, no `reg_convs`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
-from heads.nanodet_head import Integral, conv_stack
+from heads.component import Head, Keywords
+from heads.nanodet_head import (
+    GFL_HEAD_KEYS,
+    Integral,
+    conv_stack,
+    depthwise_from_conv_type,
+    gfl_head_keywords,
+)
+from heads.schema import CHANNELS, Schema, integer
+from heads.weights import StateDict, has_prefix
 
 
-class NanoDetPlusHead(nn.Module):
+class NanoDetPlusHead(Head):
     centre_offset = 0.0  # priors at x * stride
+    CONFIG_KEYS: ClassVar[Schema] = {**GFL_HEAD_KEYS, "feat_channels": CHANNELS,
+                                     "kernel_size": integer(1, 9, odd=True),
+                                     "reg_max": integer(1, 64)}
+    WEIGHTS_HINT = "NanoDetPlusHead (head.gfl_cls without head.gfl_reg)"
 
     def __init__(self, num_classes: int, input_channel: int, feat_channels: int = 96,
                  stacked_convs: int = 2, kernel_size: int = 5,
-                 strides: tuple[int, ...] = (8, 16, 32, 64), reg_max: int = 7,
-                 depthwise: bool = True, activation: str = "LeakyReLU"):
+                 strides: tuple[int, ...] = (8, 16, 32), reg_max: int = 7,
+                 share_cls_reg: bool = True, depthwise: bool = True,
+                 activation: str = "LeakyReLU"):
         super().__init__()
+        if not share_cls_reg:
+            raise ValueError("NanoDetPlusHead always predicts classes and boxes with one conv")
         self.num_classes = num_classes
         self.reg_max = reg_max
         self.strides = tuple(strides)
@@ -40,3 +58,13 @@ class NanoDetPlusHead(nn.Module):
             out = gfl_cls(x)
             outputs.append((out[:, :self.num_classes], out[:, self.num_classes:]))
         return outputs
+
+    @classmethod
+    def keywords_from_config(cls, values: Keywords) -> Keywords:
+        return depthwise_from_conv_type(values)
+
+    @classmethod
+    def keywords_from_weights(cls, sd: StateDict, strides: tuple[int, ...]) -> Keywords | None:
+        if has_prefix(sd, "head.gfl_reg."):
+            return None
+        return gfl_head_keywords(sd, strides, plus=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from heads.activations import activation_layer
+from heads.component import Backbone, Keywords
+from heads.schema import ACTIVATION, Schema, boolean, choice, integers
+from heads.weights import ASSUMED_ACTIVATION, StateDict, UnknownArchitecture, has_prefix, shape
 
 STAGE_REPEATS = (4, 8, 4)
 STAGE_CHANNELS = {
@@ -57,11 +62,19 @@ class ShuffleV2Block(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(Backbone):
     """Outputs the feature maps of `out_stages` (2, 3, 4 = strides 8, 16, 32)."""
 
+    CONFIG_KEYS: ClassVar[Schema] = {
+        "model_size": choice(tuple(STAGE_CHANNELS), "a ShuffleNetV2 size"),
+        "out_stages": integers(2, 4, max_len=3),
+        "activation": ACTIVATION,
+        "with_last_conv": boolean,
+    }
+    WEIGHTS_HINT = "ShuffleNetV2 backbone keys (backbone.stage2.*)"
+
     def __init__(self, model_size: str = "1.5x", out_stages: tuple[int, ...] = (2, 3, 4),
-                 with_last_conv: bool = False, activation: str = "ReLU"):
+                 activation: str = "ReLU", with_last_conv: bool = False):
         super().__init__()
         if model_size not in STAGE_CHANNELS:
             raise ValueError(f"unknown ShuffleNetV2 model_size {model_size!r} "
@@ -98,3 +111,27 @@ class ShuffleNetV2(nn.Module):
             if index in self.out_stages:
                 outputs.append(x)
         return outputs
+
+    @classmethod
+    def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
+        if not has_prefix(sd, "backbone.stage2."):
+            return None
+        stage2 = 2 * shape(sd, "backbone.stage2.0.branch1.2.weight")[0]
+        sizes = [size for size, ch in STAGE_CHANNELS.items() if ch[1] == stage2]
+        if not sizes:
+            raise UnknownArchitecture(f"ShuffleNetV2 stage2 width {stage2} matches no model_size")
+        return {"model_size": sizes[0], "activation": ASSUMED_ACTIVATION,
+                "with_last_conv": "backbone.conv5.0.weight" in sd}
+
+    @classmethod
+    def stage_widths(cls, model_size: str, with_last_conv: bool, **_: object) -> dict[int, int]:
+        channels = STAGE_CHANNELS[model_size]
+        return {2: channels[1], 3: channels[2], 4: channels[4 if with_last_conv else 3]}
+
+    @classmethod
+    def stage_strides(cls, **_: object) -> dict[int, int]:
+        return {stage: 2 ** (stage + 1) for stage in (2, 3, 4)}
+
+    @classmethod
+    def describe(cls, model_size: str, **_: object) -> str:
+        return f"ShuffleNetV2 {model_size}"

@@ -43,14 +43,18 @@ def small_spec(plus: bool, num_classes: int = 3, size: str = "0.5x", reg_max: in
                share_cls_reg: bool = True) -> ArchSpec:
     """A small NanoDet(-Plus) for fast tests."""
     channels = {"0.5x": (48, 96, 192), "1.0x": (116, 232, 464), "1.5x": (176, 352, 704)}[size]
+    head = {"num_classes": num_classes, "input_channel": 32, "feat_channels": 32,
+            "stacked_convs": 2, "reg_max": reg_max, "activation": "LeakyReLU"}
     if plus:
-        neck = NeckSpec("GhostPAN", channels, 32, kernel_size=5, num_extra_level=1)
-        head = HeadSpec("NanoDetPlusHead", num_classes, 32, 32, 2, 5, (8, 16, 32, 64), reg_max)
+        neck = NeckSpec.of("GhostPAN", in_channels=channels, out_channels=32,
+                           use_depthwise=True, num_extra_level=1)
+        head = HeadSpec.of("NanoDetPlusHead", kernel_size=5, strides=(8, 16, 32, 64), **head)
     else:
-        neck = NeckSpec("PAN", channels, 32, kernel_size=1, use_depthwise=False, activation=None)
-        head = HeadSpec("NanoDetHead", num_classes, 32, 32, 2, 3, (8, 16, 32), reg_max,
-                        share_cls_reg=share_cls_reg)
-    return ArchSpec(BackboneSpec(size), neck, head, default_class_names(num_classes))
+        neck = NeckSpec.of("PAN", in_channels=channels, out_channels=32)
+        head = HeadSpec.of("NanoDetHead", kernel_size=3, strides=(8, 16, 32),
+                           share_cls_reg=share_cls_reg, **head)
+    backbone = BackboneSpec.of("ShuffleNetV2", model_size=size, activation="LeakyReLU")
+    return ArchSpec(backbone, neck, head, default_class_names(num_classes))
 
 
 def seeded_state_dict(spec: ArchSpec, seed: int = 0) -> dict[str, torch.Tensor]:
