@@ -4,6 +4,8 @@ Source: m5stack UnitV2Framework ``main/object_recognition.cpp`` ``detect_nanodet
 side scaled to 320 (``scale = 320.f / long``, short side ``int(short * scale)``,
 truncated); pad to a multiple of 32 with ``copy_make_border``: top/left get ``pad / 2``
 (integer division), bottom/right the rest. Boxes map back as ``(v - pad / 2) / scale``.
+A net size that rule cannot give (models exported at other sizes) gets a centred
+fit-and-pad instead.
 """
 
 from __future__ import annotations
