@@ -30,8 +30,8 @@ def info_lines(loaded: LoadedModel) -> list[str]:
         f"format       {d['format']}",
         f"sha256       {d['sha256']}",
         f"architecture {d['summary']} ({source})",
-        (f"backbone     {loaded.spec.backbone.describe()}, out_stages {b['out_stages']}, "
-         f"{b['activation']}"),
+        (f"backbone     {loaded.spec.backbone.describe()}, out_stages {b['out_stages']}"
+         + (f", {b['activation']}" if "activation" in b else "")),
         f"neck         {neck}",
         (f"head         {h['kind']}: {h['num_classes']} classes, reg_max {h['reg_max']}, "
          f"strides {h['strides']}, {h['stacked_convs']} stacked "
