@@ -25,7 +25,6 @@ from parity.stages import Stage, StageContext, build_stages
 from parity.tensor_stats import tensor_record
 
 
-
 @dataclass(frozen=True)
 class CheckInputs:
     """Everything a worker needs to rebuild the stages on its own."""
