@@ -33,6 +33,7 @@ from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, Too
 from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel, load_detector
 from heads.plus_to_legacy import PlusToLegacy
+from heads.threads import limit_threads
 from heads.versions import tool_versions
 from parity.model_folder import (
     BIN_FILE,
@@ -151,7 +152,10 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
                        tar: bool = False, force: bool = False, verify: bool = True,
                        opset: int = 11, frames: list[tuple[str, Any]] | None = None,
                        report: Callable[[str], None] | None = None) -> ConvertResult:
-    """Convert a NanoDet(-Plus) checkpoint into an NCNN model folder (see README)."""
+    """Convert a NanoDet(-Plus) checkpoint into an NCNN model folder (see README).
+
+    Sets this process (and pnnx) to one compute thread per library (heads.threads)."""
+    limit_threads()
     checkpoint = Path(checkpoint)
     check_input_size(*input_size)
     if stride64 not in ("fold", "drop"):

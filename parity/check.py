@@ -6,7 +6,6 @@ sharded run's reports merge into exactly the unsharded figures.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from heads.loader import LoadedModel, load_detector
+from heads.threads import limit_threads
 from parity.detection_stats import detection_record, detections_to_list
 from parity.images import CameraFrame, Photo, UnusableImage
 from parity.model_folder import read_model_folder
@@ -134,12 +134,11 @@ _WORKER: dict[str, Any] = {}
 
 def prepare_check(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageContext,
                                                tuple[int, int]]:
-    """Load the checkpoint and folder, build the stages: (model, stages, context, net size)."""
-    import torch
+    """Load the checkpoint and folder, build the stages: (model, stages, context, net size).
 
-    # torch's thread pool and ncnn's OpenMP threads fight over the cores when both run
-    # in one process (10-100x slower forward passes measured); one thread each.
-    torch.set_num_threads(1)
+    Sets this process to one compute thread per library (heads.threads): thread
+    pools sized to the cores spin beside each other and beside other load."""
+    limit_threads()
     loaded = load_detector(inputs.checkpoint, inputs.config)
     folder = read_model_folder(inputs.folder)
     stages, context = build_stages(loaded, folder, set(inputs.only) if inputs.only else None,
@@ -207,7 +206,6 @@ def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(inputs,)) as pool:
         for done, result in enumerate(pool.map(_worker_run, photos, chunksize=1), 1):
