@@ -160,3 +160,18 @@ def test_a_frame_keeps_the_centre_of_the_photo():
 def test_in_memory_photo_must_be_bgr_uint8():
     with pytest.raises(UnusableImage, match="BGR uint8"):
         InMemoryPhoto("grey", np.zeros((480, 640), np.uint8)).load()
+
+
+def test_convert_verifies_on_camera_frames_of_photos_of_any_size(tmp_path):
+    """`convert`'s verification images become camera frames too; degenerate ones are listed."""
+    frames = [(name, cv2.resize(photo(source), (width, height), interpolation=cv2.INTER_AREA))
+              for name, (source, width, height) in SIZES.items()]
+    frames.append(("eight-by-six", np.full((6, 8, 3), 128, np.uint8)))
+    result = convert_checkpoint(LEGACY_PTH, config=LEGACY_CFG, legacy_head=True,
+                                output=tmp_path / "out", frames=frames)
+    check = result.verification
+    assert check.passed and check.images == len(SIZES), check.summary()
+    assert check.reference_detections >= 3
+    assert list(check.skipped) == ["eight-by-six"] and "too small" in check.skipped["eight-by-six"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["verification"]["skipped"] == check.skipped
