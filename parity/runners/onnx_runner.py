@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+# ONNX Runtime 1.32 writes $TMPDIR/.ses and files under ~/.cache unless told not to
+# (the entry points set this too; here it covers callers of the Python API).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # noqa: E402 - after the telemetry switch
 
 from heads.errors import InputError
 from heads.threads import onnxruntime_options
