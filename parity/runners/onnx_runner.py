@@ -10,7 +10,7 @@ import numpy as np
 # ONNX Runtime 1.32 writes $TMPDIR/.ses and files under ~/.cache unless told not to
 # (the entry points set this too; here it covers callers of the Python API).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # noqa: E402 - after the telemetry switch
+import onnxruntime as ort  # after the telemetry switch
 
 from heads.errors import InputError
 from heads.threads import onnxruntime_options
