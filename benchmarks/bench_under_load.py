@@ -4,7 +4,9 @@ Phases: `convert` of the bundled NanoDet-Plus-m with --legacy-head (its verify
 stage also on its own, from the stage's timing) and `parity check --synthetic 5`
 of a folder it made. Each runs as its own process, once per thread policy:
 `as-is` (the code as it stands) and `limited` (`heads.threads.limit_threads()`
-called first), quiet and beside `--busy` pure-Python CPU burners, back to back
+called first; since `convert_checkpoint` and `prepare_check` call it themselves,
+the two now run the same, and `limited` matters when measuring an older
+checkout), quiet and beside `--busy` pure-Python CPU burners, back to back
 (loaded first every other round). Reported: medians over rounds of ratios
 within one such pair.
 
