@@ -71,13 +71,9 @@ def folder_photos(folder: Path, strict: bool) -> list[Photo]:
     if not photos:
         raise InputError(folder, f"holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if strict:
-        from parity.images import probe
-
         for photo in photos:
             try:
-                if not photo.path.is_file():
-                    raise UnusableImage("not a regular file")
-                probe(photo.path)
+                photo.check()
             except UnusableImage as exc:
                 raise InputError(photo.path, f"{exc} (--strict)") from None
     return photos

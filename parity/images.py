@@ -120,10 +120,14 @@ class PhotoFile:
     def name(self) -> str:
         return self.path.name
 
-    def load(self) -> CameraFrame:
+    def check(self) -> None:
+        """Raise UnusableImage when the file or its header already rules it out."""
         if not self.path.is_file():  # a FIFO or device would block or never end
             raise UnusableImage("not a regular file")
         probe(self.path)
+
+    def load(self) -> CameraFrame:
+        self.check()
         image = read_bgr(self.path)
         if image is None:
             raise UnusableImage("cannot be decoded as an image")
