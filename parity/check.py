@@ -180,6 +180,7 @@ class CheckRun:
     records: list[dict[str, Any]]
     stages: list[dict[str, Any]]
     skipped: dict[str, str]  # photo name -> why it could not become a camera frame
+    checkpoint_sha256: str  # of the bytes the reference model was loaded from
 
 
 def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
@@ -189,7 +190,7 @@ def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
     inputs = replace(inputs, freeze_torch=inputs.freeze_torch
                      or len(photos) / processes >= FREEZE_PAYS_FROM)
     loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
-    run = CheckRun([], stage_table(stages), {})
+    run = CheckRun([], stage_table(stages), {}, loaded.checkpoint.sha256)
 
     def keep(done: int, result: dict[str, Any] | tuple[str, str]) -> None:
         if isinstance(result, tuple):

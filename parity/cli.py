@@ -14,7 +14,6 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from heads.checkpoint import file_sha256
 from heads.cli_support import OneLineGroup, one_line_errors
 from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from heads.untrusted import open_regular
@@ -90,12 +89,13 @@ def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Pho
     return chosen
 
 
-def _header(checkpoint: Path, folder: ModelFolder, source: str, skipped: dict[str, str],
-            count: int, shard: tuple[int, int] | None) -> dict[str, Any]:
+def _header(checkpoint: Path, checkpoint_sha256: str, folder: ModelFolder, source: str,
+            skipped: dict[str, str], count: int, shard: tuple[int, int] | None
+            ) -> dict[str, Any]:
     model_dir = folder.path
     return {
         "tool": tool_versions(),
-        "checkpoint": {"file": checkpoint.name, "sha256": file_sha256(checkpoint)},
+        "checkpoint": {"file": checkpoint.name, "sha256": checkpoint_sha256},
         "model_folder": {"path": model_dir.name, "layout": folder.layout,
                          "input": folder.manifest.get("input"),
                          "manifest_sha256": hashlib.sha256(
@@ -169,8 +169,9 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     if not run.records:
         raise InputError(images or "--synthetic", "no usable image: an empty check cannot pass "
                          f"({len(run.skipped)} skipped)")
-    report = build_report(_header(checkpoint, folder, source, run.skipped, len(run.records),
-                                  shard_of), run.stages, run.records, limits)
+    header = _header(checkpoint, run.checkpoint_sha256, folder, source, run.skipped,
+                     len(run.records), shard_of)
+    report = build_report(header, run.stages, run.records, limits)
     frames = LazyFrames(photos)
     if blame:
         first = report["records"][0]["image"]
