@@ -3,7 +3,7 @@
 Phases: `convert` of the bundled NanoDet-Plus-m with --legacy-head (its verify
 stage also on its own, from the stage's timing) and `parity check --synthetic 5`
 of a folder it made. Each runs as its own process, once per thread policy:
-`as-is` (the code as it stands) and `limited` (`heads.threads.limit_threads()`
+`as-is` (the code as it stands) and `limited` (`common.threads.limit_threads()`
 called first; since `convert_checkpoint` and `prepare_check` call it themselves,
 the two now run the same, and `limited` matters when measuring an older
 checkout), quiet and beside `--busy` pure-Python CPU burners, back to back
@@ -337,7 +337,7 @@ def _probe_stages(stages: dict[str, dict[str, float]]) -> None:
 
 def child(kind: str, policy: str, stats: Path, argv: list[str]) -> None:
     if policy == "limited":
-        from heads.threads import limit_threads
+        from common.threads import limit_threads
 
         limit_threads()
     stages: dict[str, dict[str, float]] = {}

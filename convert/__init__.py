@@ -2,7 +2,7 @@
 
 `convert_checkpoint(...)` is the Python API of the `convert` command. The
 package imports torch only when that API is first used, so `python -m convert`
-can answer Ctrl-C during its start-up (see heads/entrypoints.py). ONNX
+can answer Ctrl-C during its start-up (see common/entrypoints.py). ONNX
 Runtime's telemetry, which writes `$TMPDIR/.ses` and files under ~/.cache, is
 switched off unless ORT_DISABLE_TELEMETRY is already set.
 """

@@ -1,3 +1,3 @@
-from heads.entrypoints import convert
+from common.entrypoints import convert
 
 convert()

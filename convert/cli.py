@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from common.cli import OneLineCommand, one_line_errors
 from convert.pipeline import ConvertResult, convert_checkpoint, parse_input_size
-from heads.cli_support import OneLineCommand, one_line_errors
 from heads.info import info_dict, info_lines
 from heads.loader import load_detector
 

@@ -28,8 +28,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heads.cli_support import deferred_signals
-from heads.errors import InputError, StageError
+from common.cli import deferred_signals
+from common.errors import InputError, StageError
 
 MANIFEST = "manifest.json"
 WRITTEN_BY = "nanodet-unitv2 convert"

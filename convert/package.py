@@ -8,9 +8,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from common.errors import InputError, StageError
+from common.hashing import file_sha256
 from convert.outputs import WRITTEN_BY
-from heads.checkpoint import file_sha256
-from heads.errors import InputError, StageError
 from parity.model_folder import (
     FIRMWARE_CONFIG_POOL,
     FIRMWARE_JSON,

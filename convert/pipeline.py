@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 from torch import nn
 
+from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
+from common.threads import limit_threads
+from common.versions import tool_versions
 from convert.ncnn_lint import lint_param
 from convert.outputs import OutputPlan, Staging, plan_output, staged_output
 from convert.package import (
@@ -29,12 +32,9 @@ from convert.package import (
 )
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from convert.verify import VerifyResult, verify_folder
-from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError, ToolError
 from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel, load_detector
 from heads.plus_to_legacy import PlusToLegacy
-from heads.threads import limit_threads
-from heads.versions import tool_versions
 from parity.model_folder import (
     BIN_FILE,
     LEGACY_INPUT,
@@ -154,7 +154,7 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
                        report: Callable[[str], None] | None = None) -> ConvertResult:
     """Convert a NanoDet(-Plus) checkpoint into an NCNN model folder (see README).
 
-    Sets this process (and pnnx) to one compute thread per library (heads.threads)."""
+    Sets this process (and pnnx) to one compute thread per library (common.threads)."""
     limit_threads()
     checkpoint = Path(checkpoint)
     check_input_size(*input_size)

@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from heads.errors import StageError
+from common.errors import StageError
 
 
 def export_onnx(wrapper: nn.Module, path: Path, input_w: int, input_h: int, input_name: str,

@@ -8,7 +8,6 @@ bare state_dict.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -18,7 +17,8 @@ from typing import BinaryIO
 
 import torch
 
-from heads.errors import InputError
+from common.errors import InputError
+from common.hashing import stream_sha256
 from heads.pickle_scan import PickleScan, scan_pickle, scan_pickles
 from heads.untrusted import nonblocking, opening_error, regular_only, shown
 
@@ -38,18 +38,6 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     notes: tuple[str, ...]
     sha256: str
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return _stream_sha256(f)
-
-
-def _stream_sha256(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -197,7 +185,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise opening_error(path, "checkpoint", exc) from None
     with regular_only(handle, path, "checkpoint"):
         size = os.fstat(handle.fileno()).st_size
-        sha256 = _stream_sha256(handle)
+        sha256 = stream_sha256(handle)
         handle.seek(0)
         raw = _torch_load(handle, path, size)
     if not isinstance(raw, dict):

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
+from common.errors import InputError
 from heads.component import Component
-from heads.errors import InputError
 from heads.registry import (
     BACKBONES,
     HEADS,

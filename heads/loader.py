@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
+from common.errors import InputError
 from heads.checkpoint import Checkpoint, read_checkpoint
 from heads.config import read_config
 from heads.detector import NanoDet, build_detector
-from heads.errors import InputError
 from heads.infer import UnknownArchitecture, infer_spec
 from heads.spec import ArchSpec
 from heads.untrusted import has_control_character, read_bounded, shown

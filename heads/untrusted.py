@@ -13,7 +13,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 
-from heads.errors import InputError
+from common.errors import InputError
 
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 60

@@ -1,3 +1,3 @@
-from heads.entrypoints import parity
+from common.entrypoints import parity
 
 parity()

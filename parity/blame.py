@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from heads.errors import InputError
-from heads.threads import configure_ncnn
+from common.errors import InputError
+from common.threads import configure_ncnn
 from parity.ncnn_param import Param
 
 # Layers not checked: Input is the feed itself, Split's tops are copies of its bottom.

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from common.threads import limit_threads
 from heads.loader import LoadedModel, load_detector
-from heads.threads import limit_threads
 from parity.detection_stats import detection_record, detections_to_list
 from parity.images import CameraFrame, Photo, UnusableImage
 from parity.model_folder import read_model_folder
@@ -136,7 +136,7 @@ def prepare_check(inputs: CheckInputs) -> tuple[LoadedModel, list[Stage], StageC
                                                tuple[int, int]]:
     """Load the checkpoint and folder, build the stages: (model, stages, context, net size).
 
-    Sets this process to one compute thread per library (heads.threads): thread
+    Sets this process to one compute thread per library (common.threads): thread
     pools sized to the cores spin beside each other and beside other load."""
     limit_threads()
     loaded = load_detector(inputs.checkpoint, inputs.config)

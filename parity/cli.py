@@ -14,10 +14,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from heads.cli_support import OneLineGroup, one_line_errors
-from heads.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from common.cli import OneLineGroup, one_line_errors
+from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
+from common.versions import tool_versions
 from heads.untrusted import open_regular
-from heads.versions import tool_versions
 from parity.check import CheckInputs, run_records
 from parity.gate import load_tolerances
 from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in

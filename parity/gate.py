@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from heads.errors import InputError
+from common.errors import InputError
 from parity.stages import STAGE_ORDER
 
 SECTIONS = ("detections", "tensors", "inputs")

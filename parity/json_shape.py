@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from heads.errors import InputError
+from common.errors import InputError
 
 Shape = Callable[[Any, str], Any]
 NONFINITE_TEXT = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}  # as reports write them

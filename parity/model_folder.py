@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from heads.errors import InputError
+from common.errors import InputError
 from parity.json_shape import (
     ShapeError,
     boolean,

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heads.errors import InputError
+from common.errors import InputError
 
 PARAM_MAGIC = "7767517"
 _COUNT = re.compile(r"[0-9]{1,9}")

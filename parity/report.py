@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from heads.errors import InputError
+from common.errors import InputError
 from parity.gate import check_tolerances, evaluate
 from parity.json_shape import conform
 from parity.model_folder import read_json_object

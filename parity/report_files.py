@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from heads.errors import InputError
+from common.errors import InputError
 
 
 def check_report_paths(outputs: dict[str, Path | None], inputs: Iterable[Path]) -> None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.errors import InputError
 from heads.decode import Detections, LevelOutput
-from heads.errors import InputError
 from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel
 from heads.plus_to_legacy import PlusToLegacy

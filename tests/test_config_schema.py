@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from common.errors import InputError
 from heads.config import read_config
-from heads.errors import InputError
 from tests.conftest import LEGACY_CFG, PLUS_CFG, ROOT
 
 SHARED_CONFIGS = ROOT.parent / "shared" / "nanodet-configs"

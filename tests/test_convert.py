@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from common.errors import StageError
 from convert import convert_checkpoint, pipeline
 from convert.cli import main
 from convert.verify import verify_folder
-from heads.errors import StageError
 from heads.loader import load_detector
 from heads.plus_to_legacy import PlusToLegacy
 from parity.model_folder import legacy_output_names, read_model_folder

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from common import entrypoints
+from common.cli import Terminated, deferred_signals
+from common.errors import InputError, StageError
 from convert import convert_checkpoint, outputs, pipeline
 from convert.cli import main
 from convert.outputs import Partial, plan_output, remove_stale_partials
-from heads import entrypoints
-from heads.cli_support import Terminated, deferred_signals
-from heads.errors import InputError, StageError
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,7 @@ def test_late_failures_fail_before_any_work(tmp_path, monkeypatch, small_checkpo
 
 
 def test_python_m_convert_imports_torch_only_when_needed():
-    code = ("import sys, convert, heads.entrypoints; "
+    code = ("import sys, convert, common.entrypoints; "
             "print(sorted(m for m in ('torch', 'click', 'onnx') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError
 from heads.checkpoint import read_checkpoint
-from heads.errors import InputError
 from heads.loader import load_detector
 from tests.conftest import seeded_state_dict, small_spec
 

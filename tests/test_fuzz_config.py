@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError
 from heads.config import read_config
-from heads.errors import InputError
 from heads.loader import _check_size
 from heads.spec import ArchSpec
 from tests.conftest import LEGACY_CFG, PLUS_CFG

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.errors import InputError, ToolError
 from convert import convert_checkpoint
 from convert.ncnn_lint import Finding, lint_param
-from heads.errors import InputError, ToolError
 from parity.gate import FRACTIONS, load_tolerances
 from parity.model_folder import read_model_folder
 from parity.ncnn_param import Param

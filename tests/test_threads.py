@@ -1,4 +1,4 @@
-"""The thread policy (heads/threads.py): one compute thread per library."""
+"""The thread policy (common/threads.py): one compute thread per library."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import ncnn
 import numpy as np
 import pytest
 
-from heads.threads import configure_ncnn, onnxruntime_options
+from common.threads import configure_ncnn, onnxruntime_options
 from parity.runners.ncnn_runner import NcnnRunner
 
 # Runs torch and OpenCV work big enough for their thread pools; prints how many
@@ -24,7 +24,7 @@ import json, os, sys
 import cv2, numpy as np, torch
 torch.ones(64, 64) @ torch.ones(64, 64)
 if sys.argv[1] == "limited":
-    from heads.threads import limit_threads
+    from common.threads import limit_threads
     limit_threads()
 before = len(os.listdir("/proc/self/task"))
 with torch.no_grad():

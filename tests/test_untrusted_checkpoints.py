@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 
+from common.errors import InputError
 from heads.checkpoint import read_checkpoint
-from heads.errors import InputError
 from heads.loader import load_detector, read_class_names
 from tests.conftest import PLUS_CFG, seeded_state_dict, small_spec
 

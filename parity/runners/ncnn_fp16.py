@@ -26,7 +26,7 @@ import ncnn
 import numpy as np
 import torch
 
-from heads.errors import InputError
+from common.errors import InputError
 from parity.ncnn_param import Layer, Param
 from parity.runners.ncnn_runner import NcnnRunner
 

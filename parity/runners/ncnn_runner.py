@@ -7,8 +7,8 @@ from pathlib import Path
 import ncnn
 import numpy as np
 
-from heads.errors import InputError
-from heads.threads import configure_ncnn
+from common.errors import InputError
+from common.threads import configure_ncnn
 from parity.ncnn_param import Param
 
 

@@ -12,8 +12,8 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import onnxruntime as ort  # after the telemetry switch
 
-from heads.errors import InputError
-from heads.threads import onnxruntime_options
+from common.errors import InputError
+from common.threads import onnxruntime_options
 
 
 class OnnxRunner:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from heads.errors import ToolError
+from common.errors import ToolError
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143

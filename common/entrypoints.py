@@ -23,14 +23,14 @@ def run_command(prog: str, module: str) -> None:
     """Import `module`'s click command `main` and run it as `prog`; exits."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
-        from heads import cli_support
+        from common import cli
     except KeyboardInterrupt:
         _stop(f"{prog}: interrupted", EXIT_INTERRUPTED)
-    restore = cli_support.terminate_like_interrupt()
+    restore = cli.terminate_like_interrupt()
     try:
         sys.exit(_invoke(prog, module))
     except KeyboardInterrupt as exc:
-        _stop(*cli_support.interrupt_line(prog, exc))
+        _stop(*cli.interrupt_line(prog, exc))
     finally:
         restore()
 
@@ -43,7 +43,7 @@ def _invoke(prog: str, module: str) -> int:
     try:
         code = command.main(prog_name=prog, standalone_mode=False)
     except click.ClickException as exc:
-        from heads.cli_support import usage_error_line
+        from common.cli import usage_error_line
 
         print(usage_error_line(prog, exc), file=sys.stderr)
         return exc.exit_code
