@@ -50,7 +50,7 @@ def read_class_names(path: str | Path, num_classes: int) -> tuple[str, ...]:
     return tuple(name for _, name in names)
 
 
-def _check_size(spec: ArchSpec, where: Path) -> None:
+def check_model_size(spec: ArchSpec, where: Path) -> None:
     """Refuse before allocating a model far larger than any NanoDet."""
     with torch.device("meta"):
         count = sum(p.numel() for p in build_detector(spec).parameters())
@@ -98,7 +98,7 @@ def load_detector(checkpoint: str | Path, config: str | Path | None = None,
         names = read_class_names(class_names, spec.head.num_classes)
         notes = tuple(n for n in spec.notes if not n.startswith("class names"))
         spec = replace(spec, class_names=names, notes=notes)
-    _check_size(spec, Path(config) if spec.source == "config" else ckpt.path)
+    check_model_size(spec, Path(config) if spec.source == "config" else ckpt.path)
     model = build_detector(spec)
     _check_keys(ckpt, model, spec)
     model.load_state_dict(ckpt.state_dict, strict=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from common.errors import InputError
 from heads.config import read_config
-from heads.loader import _check_size
+from heads.loader import check_model_size
 from heads.spec import ArchSpec
 from tests.conftest import LEGACY_CFG, PLUS_CFG
 
@@ -59,7 +59,7 @@ def read_only_input_errors(path: Path) -> None:
     """read_config (and the size check before building) raise nothing but InputError."""
     try:
         spec = read_config(path)
-        _check_size(spec, path)
+        check_model_size(spec, path)
     except InputError as exc:
         text = str(exc)
         assert "\n" not in text and text.startswith(f"{path}: "), text
