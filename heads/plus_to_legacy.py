@@ -24,6 +24,7 @@ from torch import nn
 from heads.decode import LevelOutput, expected_distances
 from heads.detector import LevelLogits, NanoDet
 from heads.export import flatten_cells
+from heads.spec import ArchSpec
 
 DISTRIBUTION_FLOOR = 1e-7  # probability of the unused bins (log: -16.1)
 FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
@@ -31,7 +32,7 @@ FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
 Stride64 = Literal["fold", "drop"]
 
 
-def _class_max_pair(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def class_max_pair(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Two [1, C, H, W] -> [1, 2, H, W]: each one's best class score per cell, in one pool.
 
     Classes moved innermost side by side and max-pooled (1 x C) with stride C: exact,
@@ -131,7 +132,7 @@ def _compose(first: nn.Conv2d, second: nn.Conv2d) -> nn.Conv2d:
     return conv.requires_grad_(False)
 
 
-def _distance_logits(endpoints: nn.Conv2d, spread: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def distance_logits(endpoints: nn.Conv2d, spread: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """Logits whose softmax expectation is the distance d: mass d/K on bin K, 1 - d/K on 0.
 
     Only 8 logarithms per cell; the clamp fuses into the conv as ncnn's Clip
@@ -139,6 +140,32 @@ def _distance_logits(endpoints: nn.Conv2d, spread: nn.Conv2d, x: torch.Tensor) -
     at 0. The inner bins sit at the floor probability.
     """
     return spread(torch.log(torch.clamp(endpoints(x), DISTRIBUTION_FLOOR, 1.0)))
+
+
+def options_problem(stride64: str, compensate: bool) -> str | None:
+    """Why this stride-64 choice and centre compensation cannot go together, or None."""
+    if stride64 not in ("fold", "drop"):
+        return f"stride64 must be fold or drop, not {stride64!r}"
+    if stride64 == "fold" and not compensate:
+        return "folding stride 64 needs the centre compensation"
+    return None
+
+
+def model_problem(spec: ArchSpec, stride64: Stride64) -> str | None:
+    """Why the rewrite cannot take a model of this architecture, or None."""
+    if not spec.is_plus or tuple(spec.head.strides[:3]) != (8, 16, 32):
+        return "PlusToLegacy takes a NanoDet-Plus model with strides 8/16/32(/64)"
+    if stride64 == "fold" and len(spec.head.strides) < 4:
+        return "stride64='fold' needs a stride-64 level"
+    return None
+
+
+def output_reg_max(reg_max: int, stride64: Stride64, compensate: bool) -> tuple[int, ...]:
+    """reg_max per legacy level (strides 8, 16, 32) as the firmware infers it from the dis
+    width: one more bin for the centre shift, twice as many at stride 32 when it holds the
+    folded stride-64 predictions (in stride-32 units)."""
+    widened = reg_max + 1 if compensate else reg_max  # room for d + 0.5
+    return widened, widened, 2 * reg_max + 1 if stride64 == "fold" else widened
 
 
 class PlusToLegacy(nn.Module):
@@ -166,19 +193,15 @@ class PlusToLegacy(nn.Module):
     def __init__(self, model: NanoDet, stride64: Stride64 = "fold", compensate: bool = True):
         super().__init__()
         head = model.spec.head
-        if not model.spec.is_plus or tuple(head.strides[:3]) != (8, 16, 32):
-            raise ValueError("PlusToLegacy takes a NanoDet-Plus model with strides 8/16/32(/64)")
-        if stride64 == "fold" and len(head.strides) < 4:
-            raise ValueError("stride64='fold' needs a stride-64 level")
-        if stride64 == "fold" and not compensate:
-            raise ValueError("folding stride 64 needs the centre compensation")
+        problem = model_problem(model.spec, stride64) or options_problem(stride64, compensate)
+        if problem:
+            raise ValueError(problem)
         self.model = model
         self.num_classes = head.num_classes
         self.fold = stride64 == "fold"
         self.compensate = compensate
         self.bins = head.reg_max + 1
-        widened = head.reg_max + 2 if compensate else self.bins  # room for d + 0.5
-        self.level_bins = (widened, widened, 2 * head.reg_max + 2 if self.fold else widened)
+        self.level_bins = tuple(k + 1 for k in output_reg_max(head.reg_max, stride64, compensate))
         self.expect = _expectation_conv(self.bins, 1.0, (0.5, 0.5, -0.5, -0.5))
         self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0), ones=True)
         self.endpoints = nn.ModuleList(_endpoint_conv(b) for b in self.level_bins)
@@ -197,10 +220,6 @@ class PlusToLegacy(nn.Module):
         """reg_max the firmware infers per level from the dis width."""
         return tuple(b - 1 for b in self.level_bins)
 
-    def distance_logits(self, distance: torch.Tensor, level: int = 2) -> torch.Tensor:
-        """[1, 4, H, W] distances (strides) -> [1, 4*bins, H, W] logits."""
-        return _distance_logits(self.endpoints[level], self.spread[level], distance)
-
     def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
                       dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Put each stride-64 prediction on the weakest of its four stride-32 cells.
@@ -215,7 +234,7 @@ class PlusToLegacy(nn.Module):
         """
         cls_up = self._place(cls64, self.place_classes, cls32)
         dist_up = self._place(dist64, self.place_distances, cls32)
-        scores = _class_max_pair(cls32, cls_up)  # [score32, score64] per stride-32 cell
+        scores = class_max_pair(cls32, cls_up)  # [score32, score64] per stride-32 cell
         # -(lowest score32) per block {2X-1, 2X}: a max pool of -score, padded before, and
         # placed back on the stride-32 cells (the score64 channel rides along unused)
         minus_weakest = self._place(F.max_pool2d(F.pad(-scores, (1, 0, 1, 0), value=-2.0), 2, 2),
@@ -255,9 +274,9 @@ class PlusToLegacy(nn.Module):
                 dist64 = self.expect64(side_softmax(dis64, self.bins))
                 cls, dist = self.fold_stride64(cls, self.expect(prob),
                                                torch.sigmoid(cls64_logits), dist64)
-                dis_out = _distance_logits(self.endpoints[index], self.spread[index], dist)
+                dis_out = distance_logits(self.endpoints[index], self.spread[index], dist)
             else:
-                dis_out = _distance_logits(self.direct[index], self.spread[index], prob)
+                dis_out = distance_logits(self.direct[index], self.spread[index], prob)
             outputs += [flatten_cells(cls), flatten_cells(dis_out)]
         return tuple(outputs)
 

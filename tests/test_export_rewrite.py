@@ -9,7 +9,7 @@ import torch
 from heads.decode import expected_distances, levels_from_logits
 from heads.detector import build_detector
 from heads.loader import load_detector
-from heads.plus_to_legacy import PlusToLegacy, _class_max_pair
+from heads.plus_to_legacy import PlusToLegacy, class_max_pair, distance_logits
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
 from parity.model_folder import legacy_output_names
@@ -72,17 +72,19 @@ def test_emitted_logits_expect_the_distance(reg_max):
     wrapper = PlusToLegacy(model, "fold")
     assert wrapper.reg_max_out == (reg_max + 1, reg_max + 1, 2 * reg_max + 1)
     d = torch.linspace(0, wrapper.reg_max_out[2], 301).view(1, 1, 1, -1).repeat(1, 4, 1, 1)
-    logits = wrapper.distance_logits(d)[0].reshape(4 * wrapper.level_bins[2], -1).T.numpy()
+    logits = distance_logits(wrapper.endpoints[2], wrapper.spread[2], d)[0]
+    logits = logits.reshape(4 * wrapper.level_bins[2], -1).T.numpy()
     # the probability floor leaks at most floor * sum(k) bins: < 1e-4 strides
     np.testing.assert_allclose(expected_distances(logits), d[0, :, 0].T.numpy(), atol=1e-4)
-    below = wrapper.distance_logits(torch.full((1, 4, 1, 1), -0.4))  # r, b < 0.5 stride
+    below = distance_logits(wrapper.endpoints[2], wrapper.spread[2],
+                            torch.full((1, 4, 1, 1), -0.4))  # r, b < 0.5 stride
     assert expected_distances(below[0].reshape(-1, 1).T.numpy())[0] == pytest.approx(
         [0, 0, 0, 0], abs=1e-4)  # clamps to the firmware centre: the documented residual
 
 
 def test_class_max_pair_matches_amax():
     first, second = torch.randn(1, 81, 5, 7), torch.randn(1, 81, 5, 7)
-    assert torch.equal(_class_max_pair(first, second),
+    assert torch.equal(class_max_pair(first, second),
                        torch.cat([first.amax(1, keepdim=True), second.amax(1, keepdim=True)], 1))
 
 
