@@ -33,13 +33,13 @@ FOLD_DETAIL = ("distances re-expressed from the firmware's (x+0.5)*stride centre
 # manifest.json's `rewrite` as convert wrote it before strategies were objects
 WRITTEN_BEFORE = [
     (LegacyAsIs(), LEGACY,
-     '{"strategy": "none", "detail": "legacy NanoDet head: already the firmware\'s layout; '
-     'only blob names and output shapes are set"}'),
+     ('{"strategy": "none", "detail": "legacy NanoDet head: already the firmware\'s layout; '
+      'only blob names and output shapes are set"}')),
     (PlusNativeAsIs(), PLUS,
      '{"strategy": "none", "detail": "NanoDet-Plus native layout (one output)"}'),
     (PlusToLegacyRewrite("fold"), PLUS,
-     '{"strategy": "plus-to-legacy", "centre_compensation": true, "stride64": "fold", '
-     f'"reg_max_out": [8, 8, 15], "detail": "{FOLD_DETAIL}"}}'),
+     ('{"strategy": "plus-to-legacy", "centre_compensation": true, "stride64": "fold", '
+      f'"reg_max_out": [8, 8, 15], "detail": "{FOLD_DETAIL}"}}')),
 ]
 
 
