@@ -130,6 +130,10 @@ class TAN(Neck):
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         low, mid, top = (conv(x) for conv, x in zip(self.lateral_convs, inputs))
         mid_size = mid.shape[2:]
+        if not torch.jit.is_tracing() and mid_size.numel() != self.pos_embed.shape[0]:
+            raise ValueError(f"TAN's position embedding has {self.pos_embed.shape[0]} cells but "
+                             f"the middle level is {mid_size[0]}x{mid_size[1]}: the input size "
+                             "must give the config's feature_hw cells there")
         joined = torch.cat((F.interpolate(low, size=mid_size, mode="bilinear"), mid,
                             F.interpolate(top, size=mid_size, mode="bilinear")), dim=1)
         attended = self.transformer(joined, self.pos_embed)
