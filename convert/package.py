@@ -11,13 +11,9 @@ from typing import Any
 from common.errors import InputError, StageError
 from common.hashing import file_sha256
 from convert.outputs import WRITTEN_BY
-from parity.model_folder import (
-    FIRMWARE_CONFIG_POOL,
-    FIRMWARE_JSON,
-    MANIFEST,
-    firmware_config_bytes,
-    firmware_model_json,
-)
+from parity.model_folder import BIN_FILE, FIRMWARE_JSON, MANIFEST, PARAM_FILE
+from parity.targets import Target
+from parity.targets.unitv2 import UNITV2
 
 MANIFEST_VERSION = 1
 
@@ -26,28 +22,37 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def firmware_json_problem(class_names: list[str], output_names: list[str]) -> str | None:
-    """Why the firmware could not read this model.json, or None."""
-    need = firmware_config_bytes(firmware_model_json(class_names, output_names))
-    if need > FIRMWARE_CONFIG_POOL:
+def firmware_json(class_names: list[str], output_names: list[str],
+                  target: Target = UNITV2) -> dict[str, Any]:
+    """The model.json `target` reads beside a legacy-layout model of this folder."""
+    return target.model_json.document(class_names, output_names, PARAM_FILE, BIN_FILE)
+
+
+def firmware_json_problem(class_names: list[str], output_names: list[str],
+                          target: Target = UNITV2) -> str | None:
+    """Why `target`'s firmware could not read this model.json, or None."""
+    fmt = target.model_json
+    need = fmt.parse_bytes(firmware_json(class_names, output_names, target))
+    if need > fmt.pool_bytes:
         return (f"{FIRMWARE_JSON} would need ~{need} bytes to parse but the firmware reads it "
-                f"into {FIRMWARE_CONFIG_POOL}: shorten the class names")
+                f"into {fmt.pool_bytes}: shorten the class names")
     return None
 
 
 def check_firmware_json(where: str | Path, class_names: list[str],
-                        output_names: list[str]) -> None:
+                        output_names: list[str], target: Target = UNITV2) -> None:
     """Before any work: the class names fit the firmware's model.json buffer."""
-    problem = firmware_json_problem(class_names, output_names)
+    problem = firmware_json_problem(class_names, output_names, target)
     if problem:
         raise InputError(where, problem)
 
 
-def write_firmware_json(folder: Path, class_names: list[str], output_names: list[str]) -> None:
-    problem = firmware_json_problem(class_names, output_names)
+def write_firmware_json(folder: Path, class_names: list[str], output_names: list[str],
+                        target: Target = UNITV2) -> None:
+    problem = firmware_json_problem(class_names, output_names, target)
     if problem:
         raise StageError("write", problem)
-    write_json(folder / FIRMWARE_JSON, firmware_model_json(class_names, output_names))
+    write_json(folder / FIRMWARE_JSON, firmware_json(class_names, output_names, target))
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:

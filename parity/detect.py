@@ -1,9 +1,10 @@
-"""Stage outputs -> detections in frame pixels, all under the firmware's rules.
+"""Stage outputs -> detections in frame pixels, all under a device firmware's rules.
 
 Every stage is judged by what a user would see: best class per cell, score
->= 0.4, class-agnostic NMS at 0.5, boxes mapped to the frame and clipped to
-[0, size - 1]. Legacy-layout outputs go through the firmware decode itself;
-native outputs through NanoDet's geometry with those same rules.
+>= the device's threshold (0.4 on the UnitV2), class-agnostic NMS at its IoU (0.5),
+boxes mapped to the frame and clipped to [0, size - 1]. Legacy-layout outputs go
+through the firmware decode itself; native outputs through NanoDet's geometry with
+those same rules. The device is the UnitV2's unless a caller passes another.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from heads.decode import Detections, LevelOutput, native_decode
-from parity.unitv2 import NMS_THRESHOLD, PROB_THRESHOLD, FirmwareObject, Letterbox, decode_levels
+from parity.targets import Device
+from parity.targets.unitv2 import DEVICE as UNITV2_DEVICE
+from parity.unitv2.decode import FirmwareObject
+from parity.unitv2.geometry import Letterbox
 
 
 def from_firmware_objects(objects: list[FirmwareObject]) -> Detections:
@@ -27,19 +31,24 @@ def from_firmware_objects(objects: list[FirmwareObject]) -> Detections:
 
 
 def legacy_layout_detections(outputs: dict[str, np.ndarray], names: Sequence[str],
-                             box: Letterbox,
-                             score_threshold: float = PROB_THRESHOLD) -> Detections:
-    """cls/dis blobs (names in firmware order) -> the firmware's detections."""
-    cls = [outputs[names[2 * i]] for i in range(3)]
-    dis = [outputs[names[2 * i + 1]] for i in range(3)]
-    return from_firmware_objects(decode_levels(cls, dis, box, score_threshold=score_threshold))
+                             box: Letterbox, score_threshold: float | None = None,
+                             device: Device = UNITV2_DEVICE) -> Detections:
+    """cls/dis blobs (names in firmware order) -> the firmware's detections.
+
+    `score_threshold`: the device's unless given (parity compares down to a lower one)."""
+    levels = len(device.strides)
+    cls = [outputs[names[2 * i]] for i in range(levels)]
+    dis = [outputs[names[2 * i + 1]] for i in range(levels)]
+    return from_firmware_objects(device.decode(cls, dis, box, score_threshold))
 
 
 def native_detections(levels: Sequence[LevelOutput], centre_offset: float, box: Letterbox,
-                      score_threshold: float = PROB_THRESHOLD) -> Detections:
-    """NanoDet geometry, firmware rules, frame pixels."""
-    found = native_decode(levels, centre_offset, (box.net_w, box.net_h), score_threshold,
-                          NMS_THRESHOLD, max_detections=1 << 30, class_agnostic=True,
+                      score_threshold: float | None = None,
+                      device: Device = UNITV2_DEVICE) -> Detections:
+    """NanoDet geometry, the device's rules, frame pixels."""
+    threshold = device.score_threshold if score_threshold is None else score_threshold
+    found = native_decode(levels, centre_offset, (box.net_w, box.net_h), threshold,
+                          device.nms_iou, max_detections=1 << 30, class_agnostic=True,
                           multi_label=False)
     boxes = box.to_frame(found.boxes)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, box.frame_w - 1)

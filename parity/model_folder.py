@@ -2,13 +2,14 @@
 
 A folder holds `model.param` + `model.bin` (NCNN), `model.onnx` (raw export)
 and `model.sim.onnx` (after onnxsim), `manifest.json` (how it was made) and,
-for the legacy layout, `model.json` exactly as the UnitV2 firmware reads it
-(UnitV2Framework main/object_recognition.cpp, `loadModelConfig`).
+for the legacy layout, `model.json` exactly as the target's firmware reads it
+(the target's `model_json` format; parity/unitv2/model_json.py for the UnitV2).
 
-`read_model_folder` checks both JSON files against the shapes below (every key
-parity reads, with its type and range; errors name the key path), requires
-model.json when the manifest says the folder is for the UnitV2 (target unitv2,
-legacy layout), and requires every file it reads, including those model.json
+`read_model_folder` checks both JSON files (the manifest against the shape below,
+model.json against the format of the manifest's target; every key parity reads,
+with its type and range; errors name the key path), requires model.json when the
+manifest says the folder is for a device (a target with firmware, legacy layout),
+and requires every file it reads, including those model.json
 names, to be a regular file in the folder itself (no path, no link leading out).
 """
 
@@ -31,6 +32,8 @@ from parity.json_shape import (
     refine,
     string,
 )
+from parity.targets import TARGETS, Target, target_named
+from parity.targets.base import LEGACY_NANODET_BLOBS
 
 PARAM_FILE = "model.param"
 BIN_FILE = "model.bin"
@@ -38,42 +41,18 @@ ONNX_FILE = "model.onnx"
 SIM_ONNX_FILE = "model.sim.onnx"
 FIRMWARE_JSON = "model.json"
 MANIFEST = "manifest.json"
-LEGACY_INPUT = "input.1"
-LEGACY_STRIDES = (8, 16, 32)
-FIRMWARE_CONFIG_POOL = 8 * 1024  # DynamicJsonDocument doc(1024 * 8) in loadModelConfig
+# Kept for callers not yet asking the target (parity.targets): its blob names.
+LEGACY_INPUT = LEGACY_NANODET_BLOBS.input
+LEGACY_STRIDES = LEGACY_NANODET_BLOBS.strides
 
 
 def legacy_output_names() -> list[str]:
-    """cls/dis per stride, in the order the firmware extracts them."""
-    return [f"{kind}_pred_stride_{s}" for s in LEGACY_STRIDES for kind in ("cls", "dis")]
-
-
-def firmware_model_json(class_names: list[str], output_names: list[str]) -> dict[str, Any]:
-    nodes = [{"cls_pred": output_names[2 * i], "dis_pred": output_names[2 * i + 1]}
-             for i in range(len(LEGACY_STRIDES))]
-    return {"modelType": "nanodet", "modelParamName": PARAM_FILE, "modelBinName": BIN_FILE,
-            "numOfClass": len(class_names), "className": list(class_names),
-            "model": {"modelOutputNodes": nodes}}
-
-
-def firmware_config_bytes(doc: dict[str, Any]) -> int:
-    """Bytes ArduinoJson 6 (armhf) needs to parse `doc`: 24 per value slot, copied strings."""
-
-    def walk(value: Any) -> int:
-        if isinstance(value, dict):
-            return sum(24 + len(k.encode()) + 1 + walk(v) for k, v in value.items())
-        if isinstance(value, list):
-            return sum(24 + walk(v) for v in value)
-        if isinstance(value, str):
-            return len(value.encode()) + 1
-        return 0
-
-    return walk(doc)
+    """cls/dis per stride, in the order the firmware extracts them (``Target.blobs.outputs``)."""
+    return LEGACY_NANODET_BLOBS.outputs()
 
 
 LAYOUTS = ("legacy", "plus-native")
-TARGETS = ("unitv2", "ncnn-latest")
-OUTPUT_COUNTS = {"legacy": 2 * len(LEGACY_STRIDES), "plus-native": 1}
+OUTPUT_COUNTS = {"legacy": len(LEGACY_NANODET_BLOBS.outputs()), "plus-native": 1}
 MAX_INPUT_SIDE = 4096  # pixels; a larger net input would need gigabytes per stage
 
 
@@ -92,6 +71,11 @@ def _manifest_rule(manifest: dict[str, Any], at: str) -> None:
              "centre_compensation": boolean()})(rewrite, "rewrite")
 
 
+def _registered_target(value: Any, at: str) -> str:
+    """A target name of the registry as it is now (a test may register more)."""
+    return string(tuple(TARGETS))(value, at)
+
+
 _SIDE = integer(minimum=32, maximum=MAX_INPUT_SIDE, multiple_of=32)
 MANIFEST_SHAPE = refine(obj({
     "layout": string(LAYOUTS),
@@ -100,29 +84,8 @@ MANIFEST_SHAPE = refine(obj({
     "architecture": obj({"backbone": obj({}), "neck": obj({}), "head": obj({}),
                          "class_names": list_of(string(), min_items=1)}),
     "rewrite": obj({"strategy": string(("none", "plus-to-legacy"))}),
-    "target": string(TARGETS),
+    "target": _registered_target,
 }), _manifest_rule)
-
-
-def _firmware_rule(doc: dict[str, Any], at: str) -> None:
-    if doc["numOfClass"] != len(doc["className"]):
-        raise ShapeError("numOfClass", f"is {doc['numOfClass']} but className holds "
-                         f"{len(doc['className'])} names")
-    need = firmware_config_bytes(doc)
-    if need > FIRMWARE_CONFIG_POOL:
-        raise ShapeError(at, f"needs ~{need} bytes to parse but the firmware reads it into "
-                         f"{FIRMWARE_CONFIG_POOL}")
-
-
-_NODE = obj({"cls_pred": string(nonempty=True), "dis_pred": string(nonempty=True)})
-FIRMWARE_SHAPE = refine(obj({
-    "modelType": string(("nanodet",)),
-    "modelParamName": string(nonempty=True),
-    "modelBinName": string(nonempty=True),
-    "numOfClass": integer(minimum=1),
-    "className": list_of(string(), min_items=1),
-    "model": obj({"modelOutputNodes": list_of(_NODE, min_items=len(LEGACY_STRIDES))}),
-}), _firmware_rule)
 
 
 @dataclass(frozen=True)
@@ -162,6 +125,11 @@ class ModelFolder:
         return self.path / SIM_ONNX_FILE
 
     @property
+    def target(self) -> Target:
+        """The consumer the folder was converted for (manifest ``target``)."""
+        return target_named(self.manifest["target"], str(self.path / MANIFEST))
+
+    @property
     def layout(self) -> str:
         return self.manifest["layout"]
 
@@ -178,8 +146,7 @@ class ModelFolder:
         """Blob names; for the legacy layout as model.json gives them (what the device uses:
         the firmware reads the first three output nodes)."""
         if self.firmware_json is not None:
-            nodes = self.firmware_json["model"]["modelOutputNodes"][:len(LEGACY_STRIDES)]
-            return [name for node in nodes for name in (node["cls_pred"], node["dis_pred"])]
+            return self.target.model_json.output_names(self.firmware_json)
         return list(self.manifest["outputs"])
 
     @property
@@ -240,13 +207,15 @@ def read_model_folder(path: str | Path) -> ModelFolder:
         raise InputError(path, "not a model folder (no such directory)")
     manifest_path = folder_file(path, MANIFEST)
     manifest = conform(manifest_path, read_json_object(manifest_path), MANIFEST_SHAPE)
+    target = target_named(manifest["target"], str(manifest_path))
     firmware = None
     if os.path.lexists(path / FIRMWARE_JSON):
         firmware_path = folder_file(path, FIRMWARE_JSON)
-        firmware = conform(firmware_path, read_json_object(firmware_path), FIRMWARE_SHAPE)
-    elif manifest["target"] == "unitv2" and manifest["layout"] == "legacy":
+        firmware = target.model_json.read(firmware_path, read_json_object(firmware_path))
+    elif target.device is not None and manifest["layout"] == "legacy":
         raise InputError(path / FIRMWARE_JSON, "missing: manifest.json says the folder is for "
-                         "the UnitV2 (target unitv2, legacy layout), whose firmware reads it")
+                         f"the {target.device.name} (target {target.name}, legacy layout), "
+                         "whose firmware reads it")
     for needed in (PARAM_FILE, BIN_FILE):
         folder_file(path, needed)
     if firmware is not None:  # the files the device loads

@@ -1,7 +1,8 @@
 """One preprocessing for every tensor stage: letterbox a BGR frame, normalise.
 
-For 640x480 frames and a 320x256 net this is exactly the firmware's path
-(parity.unitv2); other sizes letterbox the same way into the net size.
+For the device's frames and net size this is exactly its firmware's path (a target's
+``Device``, emulated in parity.unitv2); other sizes letterbox the same way into the net
+size. Normalisation is the target's unless the model says otherwise.
 """
 
 from __future__ import annotations
@@ -11,23 +12,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parity.targets import Target
+from parity.targets.unitv2 import UNITV2
 from parity.tensor_stats import same_bits
-from parity.unitv2 import MEAN_BGR, NORM_BGR, Letterbox, letterbox_for, preprocess_frame_numpy
+from parity.unitv2.geometry import Letterbox, letterbox_for
+from parity.unitv2.preprocess import preprocess_frame_numpy
 
 
 def frame_to_tensor(frame_bgr: np.ndarray, net_w: int, net_h: int,
-                    mean_bgr: tuple[float, ...] = MEAN_BGR,
-                    std_bgr: tuple[float, ...] | None = None) -> tuple[np.ndarray, Letterbox]:
+                    mean_bgr: tuple[float, ...] | None = None,
+                    std_bgr: tuple[float, ...] | None = None,
+                    target: Target = UNITV2) -> tuple[np.ndarray, Letterbox]:
     """Normalised 1x3xHxW float32 input and the geometry to map boxes back.
 
-    Normalisation is the firmware's unless `std_bgr` (NanoDet config style,
-    x = (pixel - mean) / std) says otherwise.
+    Normalisation is `target`'s unless `mean_bgr` / `std_bgr` (NanoDet config style,
+    x = (pixel - mean) / std) say otherwise.
     """
+    target_norm = target.normalisation
     box = letterbox_for(frame_bgr.shape[1], frame_bgr.shape[0], (net_w, net_h))
-    norm = NORM_BGR if std_bgr is None else tuple(1.0 / s for s in std_bgr)
-    if std_bgr is not None and all(abs(a - b) < 1e-6 for a, b in zip(norm, NORM_BGR)):
-        norm = NORM_BGR  # NanoDet's std 57.375, ... is the firmware's norm 0.017429, ...
-    return preprocess_frame_numpy(frame_bgr, box, mean_bgr, norm), box
+    mean = target_norm.mean_bgr if mean_bgr is None else mean_bgr
+    norm = target_norm.norm_bgr if std_bgr is None else tuple(1.0 / s for s in std_bgr)
+    if std_bgr is not None and all(abs(a - b) < 1e-6 for a, b in zip(norm, target_norm.norm_bgr)):
+        norm = target_norm.norm_bgr  # NanoDet's std 57.375, ... is the norm 0.017429, ...
+    return preprocess_frame_numpy(frame_bgr, box, mean, norm), box
 
 
 def tensor_sha256(tensor: np.ndarray) -> str:

@@ -1,28 +1,54 @@
-"""Tests for parity/unitv2/: the UnitV2 firmware's preprocessing, decode and JSON line."""
+"""Tests for parity/unitv2/ through the UnitV2 target's device: the firmware's
+preprocessing, decode and JSON line."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from parity import unitv2 as fw
-from parity.unitv2 import FirmwareObject
-from parity.unitv2.preprocess import _resize_bilinear_c3
+from parity.targets import target_named
+from parity.unitv2.arduinojson import format_float
+from parity.unitv2.decode import (
+    FirmwareObject,
+    firmware_nms,
+    firmware_sort_order,
+    generate_proposals,
+)
+from parity.unitv2.geometry import Letterbox, letterbox_for, xyxy_boxes
+from parity.unitv2.preprocess import resize_bilinear_c3
 
 F32 = np.float32
 IMAGES = sorted((Path(__file__).resolve().parents[1] / "parity" / "data" / "images").glob("*.jpg"))
-BOX = fw.letterbox_for()
+DEVICE = target_named("unitv2").device
+FRAME_W, FRAME_H = DEVICE.frame_size
+MEAN_BGR, NORM_BGR = DEVICE.normalisation.mean_bgr, DEVICE.normalisation.norm_bgr
+BOX = DEVICE.letterbox()
+
+
+def from_frame(box: Letterbox, boxes_xyxy: np.ndarray) -> np.ndarray:
+    """Frame pixels -> net-input pixels (inverse of ``Letterbox.to_frame``), float32."""
+    return xyxy_boxes(boxes_xyxy) * F32(box.scale) + box.pads()
+
+
+def proposals(cls, dis, box):
+    return generate_proposals(cls, dis, box, strides=DEVICE.strides,
+                              score_threshold=DEVICE.score_threshold)
+
+
+def nms(x, y, w, h):
+    return firmware_nms(x, y, w, h, DEVICE.nms_iou)
 
 
 # --------------------------------------------------------------------------- letterbox
 
 
 def test_letterbox_640x480():
-    box = fw.letterbox_for(640, 480)
+    box = DEVICE.letterbox(640, 480)
     assert box.scale == 0.5
     assert (box.net_w, box.net_h) == (320, 256)
     assert (box.resized_w, box.resized_h) == (320, 240)
@@ -34,7 +60,7 @@ def test_letterbox_640x480():
 
 def test_letterbox_odd_pad_goes_to_right_bottom():
     # portrait: scale = 320 / 500 = 0.64f, w = int(333 * 0.64f) = 213, wpad = 224 - 213 = 11
-    box = fw.letterbox_for(333, 500)
+    box = DEVICE.letterbox(333, 500)
     assert (box.net_w, box.net_h) == (224, 320)
     assert (box.resized_w, box.resized_h) == (213, 320)
     assert (box.pad_left, box.pad_right, box.pad_top, box.pad_bottom) == (5, 6, 0, 0)
@@ -42,27 +68,27 @@ def test_letterbox_odd_pad_goes_to_right_bottom():
 
 def test_letterbox_rejects_bad_sizes():
     with pytest.raises(ValueError):
-        fw.letterbox_for(0, 480)
+        DEVICE.letterbox(0, 480)
 
 
 def test_letterbox_into_a_net_size():
     # the firmware's rule when it yields the asked size, else a centred fit-and-pad
-    assert fw.letterbox_for(640, 480, (320, 256)) == BOX
-    square = fw.letterbox_for(640, 480, (320, 320))
+    assert letterbox_for(640, 480, (320, 256)) == BOX
+    square = letterbox_for(640, 480, (320, 320))
     assert (square.net_w, square.net_h, square.resized_w, square.resized_h) == (320, 320, 320, 240)
     assert (square.pad_left, square.pad_top, square.pad_bottom, square.scale) == (0, 40, 40, 0.5)
     with pytest.raises(ValueError):
-        fw.letterbox_for(0, 480, (320, 320))
+        letterbox_for(0, 480, (320, 320))
 
 
 def test_to_frame_known_values_and_round_trip():
     net = np.array([[0, 8, 320, 248], [10.5, 20.25, 100, 200]], dtype=F32)
     frame = BOX.to_frame(net)
     np.testing.assert_array_equal(frame, [[0, 0, 640, 480], [21, 24.5, 200, 384]])
-    np.testing.assert_array_equal(BOX.from_frame(frame), net)
+    np.testing.assert_array_equal(from_frame(BOX, frame), net)
     rng = np.random.default_rng(0)
     boxes = rng.integers(0, 1280, (50, 4)).astype(F32) / 2  # exact in float32 at this scale
-    np.testing.assert_array_equal(BOX.to_frame(BOX.from_frame(boxes)), boxes)
+    np.testing.assert_array_equal(BOX.to_frame(from_frame(BOX, boxes)), boxes)
     with pytest.raises(ValueError):
         BOX.to_frame(np.zeros((3, 5)))
 
@@ -76,18 +102,18 @@ def _frames() -> list[tuple[str, np.ndarray]]:
         img = cv2.imread(str(path))
         assert img is not None, path
         out.append(
-            (path.stem, cv2.resize(img, (fw.FRAME_W, fw.FRAME_H), interpolation=cv2.INTER_AREA))
+            (path.stem, cv2.resize(img, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA))
         )
     rng = np.random.default_rng(1)
-    out.append(("noise", rng.integers(0, 256, (fw.FRAME_H, fw.FRAME_W, 3), dtype=np.uint8)))
+    out.append(("noise", rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)))
     return out
 
 
 def test_preprocess_numpy_shape_and_pad_value():
     frame = _frames()[0][1]
-    t = fw.preprocess_frame_numpy(frame, BOX)
+    t = DEVICE.preprocess(frame, BOX)
     assert t.shape == (1, 3, 256, 320) and t.dtype == np.float32
-    pad_value = -np.array(fw.MEAN_BGR, F32) * np.array(fw.NORM_BGR, F32)
+    pad_value = -np.array(MEAN_BGR, F32) * np.array(NORM_BGR, F32)
     for c in range(3):
         assert np.all(t[0, c, :8, :] == pad_value[c])
         assert np.all(t[0, c, 248:, :] == pad_value[c])
@@ -97,9 +123,9 @@ def test_preprocess_numpy_shape_and_pad_value():
 
 def test_preprocess_rejects_wrong_frame():
     with pytest.raises(ValueError):
-        fw.preprocess_frame_numpy(np.zeros((480, 640), np.uint8), BOX)
+        DEVICE.preprocess(np.zeros((480, 640), np.uint8), BOX)
     with pytest.raises(ValueError):
-        fw.preprocess_frame_numpy(np.zeros((480, 640, 3), np.float32), BOX)
+        DEVICE.preprocess(np.zeros((480, 640, 3), np.float32), BOX)
 
 
 @pytest.mark.parametrize("name,frame", _frames(), ids=lambda v: v if isinstance(v, str) else "")
@@ -108,22 +134,22 @@ def test_preprocess_numpy_matches_ncnn(name, frame):
     # 1. the resize is ncnn's integer bilinear, reproduced bit for bit
     mat = ncnn.Mat.from_pixels_resize(frame, ncnn.Mat.PixelType.PIXEL_BGR, 640, 480, 320, 240)
     ncnn_resized = np.array(mat).transpose(1, 2, 0)
-    np.testing.assert_array_equal(ncnn_resized, _resize_bilinear_c3(frame, 320, 240))
+    np.testing.assert_array_equal(ncnn_resized, resize_bilinear_c3(frame, 320, 240))
 
     # 2. the normalised tensor: the only difference allowed is the rounding of
     #    x * norm + bias. The firmware (armv7 NEON vmla) rounds twice, like the numpy path;
     #    the pip build on an FMA-capable x86 fuses it. Both are within 1 ulp (2.4e-7 for
     #    |v| < 4), and ncnn equals one of the two roundings exactly.
-    ours = fw.preprocess_frame_numpy(frame, BOX)[0]
-    theirs = np.array(fw.preprocess_frame_ncnn(frame, BOX))
+    ours = DEVICE.preprocess(frame, BOX)[0]
+    theirs = np.array(DEVICE.preprocess_ncnn(frame, BOX))
     assert theirs.shape == (3, 256, 320)
     diff = float(np.abs(ours - theirs).max())
     print(f"{name}: max |numpy - ncnn| = {diff:.3g}")
     assert diff <= 2.5e-7
     raw = np.zeros((3, 256, 320))
     raw[:, 8:248, :] = ncnn_resized.transpose(2, 0, 1)
-    norm = np.array(fw.NORM_BGR, F32).astype(np.float64)[:, None, None]
-    bias = (-np.array(fw.MEAN_BGR, F32) * np.array(fw.NORM_BGR, F32)).astype(np.float64)[
+    norm = np.array(NORM_BGR, F32).astype(np.float64)[:, None, None]
+    bias = (-np.array(MEAN_BGR, F32) * np.array(NORM_BGR, F32)).astype(np.float64)[
         :, None, None
     ]
     fused = (raw * norm + bias).astype(F32)
@@ -133,9 +159,9 @@ def test_preprocess_numpy_matches_ncnn(name, frame):
 # --------------------------------------------------------------------------- decode helpers
 
 
-def empty_levels(num_class: int = 2, bins: int = 8, box: fw.Letterbox = BOX):
+def empty_levels(num_class: int = 2, bins: int = 8, box: Letterbox = BOX):
     cls, dis = [], []
-    for s in fw.STRIDES:
+    for s in DEVICE.strides:
         n = (box.net_h // s) * (box.net_w // s)
         cls.append(np.zeros((n, num_class), F32))
         dis.append(np.zeros((n, 4 * bins), F32))
@@ -147,7 +173,7 @@ def put(cls, dis, level: int, i: int, j: int, label: int, prob: float, ltrb, box
 
     ``ltrb`` entries are a bin index or a tuple of bins sharing the mass equally.
     """
-    gw = box.net_w // fw.STRIDES[level]
+    gw = box.net_w // DEVICE.strides[level]
     row = i * gw + j
     cls[level][row, :] = 0
     cls[level][row, label] = prob
@@ -166,7 +192,7 @@ def test_peaked_cell_decodes_to_exact_frame_box():
     cls, dis = empty_levels()
     # stride 16, cell row 5 col 7: centre (120, 88); l, t, r, b = 2, 1, 3, 4 bins * 16
     put(cls, dis, 1, 5, 7, label=1, prob=0.9, ltrb=(2, 1, 3, 4))
-    objs = fw.decode_levels(cls, dis, BOX)
+    objs = DEVICE.decode(cls, dis, BOX)
     # net box (88, 72, 168, 152) -> frame ((88-0)*2, (72-8)*2, (168-0)*2, (152-8)*2)
     assert objs == [
         FirmwareObject(
@@ -188,7 +214,7 @@ def test_expectation_between_bins():
     cls, dis = empty_levels()
     # stride 8, row 10 col 20: centre (164, 84); each side 1.5 bins * 8 = 12
     put(cls, dis, 0, 10, 20, label=0, prob=0.8, ltrb=((1, 2),) * 4)
-    (obj,) = fw.decode_levels(cls, dis, BOX)
+    (obj,) = DEVICE.decode(cls, dis, BOX)
     assert (obj.x1, obj.y1, obj.x2, obj.y2) == (304.0, 128.0, 352.0, 176.0)
     assert (obj.x, obj.y, obj.w, obj.h) == (304, 128, 48, 48)
 
@@ -200,7 +226,7 @@ def test_clip_and_truncation():
     put(cls, dis, 2, 0, 0, label=0, prob=0.95, ltrb=(7, 7, (0, 1), (0, 1)))
     # bottom-right cell: right/bottom edges beyond the frame clip to 639 / 479
     put(cls, dis, 2, 7, 9, label=1, prob=0.85, ltrb=(1, 1, 7, 7))
-    a, b = fw.decode_levels(cls, dis, BOX)
+    a, b = DEVICE.decode(cls, dis, BOX)
     assert (a.x1, a.y1, a.x2, a.y2, a.w, a.h) == (0.0, 0.0, 64.0, 48.0, 64, 48)
     # centre (304, 240): x0 = 272 -> 544, y0 = 208 -> 400; x1, y1 clipped
     assert (b.x1, b.y1, b.x2, b.y2, b.w, b.h) == (544.0, 400.0, 639.0, 479.0, 95, 79)
@@ -212,9 +238,9 @@ def test_threshold_is_inclusive_at_0_4():
     cls, dis = empty_levels()
     put(cls, dis, 0, 3, 3, label=0, prob=at, ltrb=(1, 1, 1, 1))
     put(cls, dis, 0, 20, 30, label=1, prob=below, ltrb=(1, 1, 1, 1))
-    objs = fw.decode_levels(cls, dis, BOX)
+    objs = DEVICE.decode(cls, dis, BOX)
     assert [o.prob for o in objs] == [float(at)]
-    assert fw.decode_levels(cls, dis, BOX, score_threshold=0.41) == []
+    assert DEVICE.decode(cls, dis, BOX, score_threshold=0.41) == []
 
 
 def test_nms_suppresses_overlap_across_classes_and_keeps_disjoint():
@@ -222,7 +248,7 @@ def test_nms_suppresses_overlap_across_classes_and_keeps_disjoint():
     put(cls, dis, 0, 10, 10, label=0, prob=0.9, ltrb=(3, 3, 3, 3))  # net (60, 60, 108, 108)
     put(cls, dis, 0, 10, 11, label=1, prob=0.8, ltrb=(3, 3, 3, 3))  # shifted 8: IoU 40/56
     put(cls, dis, 0, 25, 30, label=2, prob=0.7, ltrb=(3, 3, 3, 3))  # far away
-    objs = fw.decode_levels(cls, dis, BOX)
+    objs = DEVICE.decode(cls, dis, BOX)
     assert [(o.label, o.prob) for o in objs] == [(0, float(F32(0.9))), (2, float(F32(0.7)))]
 
 
@@ -232,26 +258,26 @@ def test_nms_iou_of_exactly_half_is_kept():
     cls, dis = empty_levels()
     put(cls, dis, 0, 10, 10, label=0, prob=0.9, ltrb=(3, 3, 3, 3))
     put(cls, dis, 0, 10, 12, label=0, prob=0.8, ltrb=(3, 3, 3, 3))
-    assert len(fw.decode_levels(cls, dis, BOX)) == 2
-    assert len(fw.decode_levels(cls, dis, BOX, nms_iou=0.49)) == 1
+    assert len(DEVICE.decode(cls, dis, BOX)) == 2
+    assert len(replace(DEVICE, nms_iou=0.49).decode(cls, dis, BOX)) == 1
 
 
 def test_nms_iou_formula_on_plain_boxes():
     ten = [10, 10]
     # B inside A (10x10), height h: IoU = 10h / 100 exactly
-    assert fw.firmware_nms([0, 0], [0, 0], ten, [10, 5]).tolist() == [0, 1]  # 0.5: kept
-    assert fw.firmware_nms([0, 0], [0, 0], ten, [10, 5.0001]).tolist() == [0]  # no +1 in union
+    assert nms([0, 0], [0, 0], ten, [10, 5]).tolist() == [0, 1]  # 0.5: kept
+    assert nms([0, 0], [0, 0], ten, [10, 5.0001]).tolist() == [0]  # no +1 in union
     # boxes sharing an edge do not intersect
-    assert fw.firmware_nms([0, 10], [0, 0], ten, ten).tolist() == [0, 1]
+    assert nms([0, 10], [0, 0], ten, ten).tolist() == [0, 1]
     # only kept boxes suppress: C overlaps B (IoU 7/13) but B was removed by A; C vs A is 4/16
-    assert fw.firmware_nms([0, 3, 6], [0, 0, 0], [10] * 3, [10] * 3).tolist() == [0, 2]
+    assert nms([0, 3, 6], [0, 0, 0], [10] * 3, [10] * 3).tolist() == [0, 2]
 
 
 def test_levels_are_concatenated_8_16_32():
     cls, dis = empty_levels()
     put(cls, dis, 2, 1, 1, label=0, prob=0.6, ltrb=(1, 1, 1, 1))
     put(cls, dis, 0, 30, 1, label=0, prob=0.6, ltrb=(1, 1, 1, 1))
-    props = fw.generate_proposals(cls, dis, BOX)
+    props = proposals(cls, dis, BOX)
     assert props.level.tolist() == [0, 2]
     assert props.x.tolist() == [4.0, 16.0]  # (1.5 * 8 - 8, 1.5 * 32 - 32)
 
@@ -259,13 +285,13 @@ def test_levels_are_concatenated_8_16_32():
 def test_equal_scores_follow_the_firmware_quicksort():
     # hand-run of qsort_descent_inplace: [.5, .7, .5, .7] -> permutation [3, 1, 0, 2]
     # (a stable sort would give [1, 3, 0, 2]); three equal scores come out reversed
-    assert fw.firmware_sort_order(np.array([0.5, 0.7, 0.5, 0.7], F32)).tolist() == [3, 1, 0, 2]
-    assert fw.firmware_sort_order(np.array([0.5, 0.5, 0.5], F32)).tolist() == [2, 1, 0]
-    assert fw.firmware_sort_order(np.array([0.2, 0.9, 0.5], F32)).tolist() == [1, 2, 0]
+    assert firmware_sort_order(np.array([0.5, 0.7, 0.5, 0.7], F32)).tolist() == [3, 1, 0, 2]
+    assert firmware_sort_order(np.array([0.5, 0.5, 0.5], F32)).tolist() == [2, 1, 0]
+    assert firmware_sort_order(np.array([0.2, 0.9, 0.5], F32)).tolist() == [1, 2, 0]
     cls, dis = empty_levels(num_class=3)
     for k, col in enumerate((5, 15, 25)):
         put(cls, dis, 0, 16, col, label=k, prob=0.5, ltrb=(1, 1, 1, 1))
-    assert [o.label for o in fw.decode_levels(cls, dis, BOX)] == [2, 1, 0]
+    assert [o.label for o in DEVICE.decode(cls, dis, BOX)] == [2, 1, 0]
 
 
 @pytest.mark.parametrize("bins", [8, 16])
@@ -273,59 +299,59 @@ def test_reg_max_inferred_from_dis_width(bins):
     cls, dis = empty_levels(bins=bins)
     assert dis[0].shape[1] == 4 * bins  # widths 32 and 64
     put(cls, dis, 1, 8, 10, label=0, prob=0.9, ltrb=(5, 5, 5, 5))  # centre (168, 136), 80 px
-    (obj,) = fw.decode_levels(cls, dis, BOX)
+    (obj,) = DEVICE.decode(cls, dis, BOX)
     assert (obj.x1, obj.y1, obj.x2, obj.y2) == (176.0, 96.0, 496.0, 416.0)
     if bins == 16:  # bin 12 exists only with reg_max 15: centre (248, 136), l = 192 px
         put(cls, dis, 1, 8, 10, label=0, prob=0.0, ltrb=(0, 0, 0, 0))
         put(cls, dis, 1, 8, 15, label=0, prob=0.9, ltrb=(12, 5, 2, 5))
-        (obj,) = fw.decode_levels(cls, dis, BOX)
+        (obj,) = DEVICE.decode(cls, dis, BOX)
         assert (obj.x1, obj.y1, obj.x2, obj.y2) == (112.0, 96.0, 560.0, 416.0)
 
 
 def test_wrong_shapes_raise():
     cls, dis = empty_levels()
     with pytest.raises(ValueError, match="expected 3 cls and dis levels"):
-        fw.decode_levels(cls[:2], dis[:2], BOX)
+        DEVICE.decode(cls[:2], dis[:2], BOX)
     with pytest.raises(ValueError, match="rows"):
-        fw.decode_levels([cls[0][:-1], cls[1], cls[2]], dis, BOX)
+        DEVICE.decode([cls[0][:-1], cls[1], cls[2]], dis, BOX)
     with pytest.raises(ValueError, match="rows"):
-        fw.decode_levels(cls, [dis[0], dis[1][:-5], dis[2]], BOX)
+        DEVICE.decode(cls, [dis[0], dis[1][:-5], dis[2]], BOX)
     with pytest.raises(ValueError, match="4 \\* \\(reg_max \\+ 1\\)"):
-        fw.decode_levels(cls, [d[:, :30] for d in dis], BOX)
+        DEVICE.decode(cls, [d[:, :30] for d in dis], BOX)
     with pytest.raises(ValueError, match="differ from level 0"):
-        fw.decode_levels([cls[0], cls[1][:, :1], cls[2]], dis, BOX)
+        DEVICE.decode([cls[0], cls[1][:, :1], cls[2]], dis, BOX)
     # reg_max is read per level, as generate_proposals does: a wider level decodes
-    fw.decode_levels(cls, [dis[0], np.zeros((dis[1].shape[0], 64), F32), dis[2]], BOX)
+    DEVICE.decode(cls, [dis[0], np.zeros((dis[1].shape[0], 64), F32), dis[2]], BOX)
     with pytest.raises(ValueError, match="2-D"):
-        fw.decode_levels([c.reshape(-1) for c in cls], dis, BOX)
+        DEVICE.decode([c.reshape(-1) for c in cls], dis, BOX)
     with pytest.raises(ValueError, match="not divisible"):
-        fw.decode_levels(cls, dis, BOX, strides=(8, 16, 48))
+        replace(DEVICE, strides=(8, 16, 48)).decode(cls, dis, BOX)
 
 
 def test_leading_unit_axes_are_accepted():
     cls, dis = empty_levels()
     put(cls, dis, 1, 5, 7, label=1, prob=0.9, ltrb=(2, 1, 3, 4))
-    expected = fw.decode_levels(cls, dis, BOX)
-    assert fw.decode_levels([c[None] for c in cls], [d[None, None] for d in dis], BOX) == expected
+    expected = DEVICE.decode(cls, dis, BOX)
+    assert DEVICE.decode([c[None] for c in cls], [d[None, None] for d in dis], BOX) == expected
     with pytest.raises(ValueError, match="2-D"):
-        fw.decode_levels([np.stack([c, c]) for c in cls], dis, BOX)
+        DEVICE.decode([np.stack([c, c]) for c in cls], dis, BOX)
 
 
 def test_no_detections():
     cls, dis = empty_levels()
-    assert fw.decode_levels(cls, dis, BOX) == []
-    assert fw.json_line([], ["a"]) is None
+    assert DEVICE.decode(cls, dis, BOX) == []
+    assert DEVICE.json_line([], ["a"]) is None
 
 
 def test_thousands_of_candidates():
     rng = np.random.default_rng(3)
     cls, dis = [], []
-    for s in fw.STRIDES:
+    for s in DEVICE.strides:
         n = (256 // s) * (320 // s)
         cls.append((rng.uniform(0, 1, (n, 80)) ** 10).astype(F32))
         dis.append(rng.normal(0, 3, (n, 32)).astype(F32))
-    n_props = len(fw.generate_proposals(cls, dis, BOX).prob)
-    objs = fw.decode_levels(cls, dis, BOX)
+    n_props = len(proposals(cls, dis, BOX).prob)
+    objs = DEVICE.decode(cls, dis, BOX)
     assert n_props > 1000 and 0 < len(objs) < n_props
     probs = [o.prob for o in objs]
     assert probs == sorted(probs, reverse=True)
@@ -343,7 +369,7 @@ def test_json_line_exact():
         FirmwareObject(prob=0.87654321, x=176, y=128, w=160, h=160, label=1),
         FirmwareObject(prob=1.0, x=0, y=0, w=639, h=479, label=0),
     ]
-    line = fw.json_line(objs, ["person", 'dog "big"\\'])
+    line = DEVICE.json_line(objs, ["person", 'dog "big"\\'])
     assert line == (
         '{"num":2,"obj":['
         '{"prob":0.876543224,"x":176,"y":128,"w":160,"h":160,"type":"dog \\"big\\"\\\\"},'
@@ -356,7 +382,7 @@ def test_json_line_exact():
 def test_json_line_from_decode():
     cls, dis = empty_levels()
     put(cls, dis, 1, 5, 7, label=1, prob=0.9, ltrb=(2, 1, 3, 4))
-    line = fw.json_line(fw.decode_levels(cls, dis, BOX), ["cat", "dog"])
+    line = DEVICE.json_line(DEVICE.decode(cls, dis, BOX), ["cat", "dog"])
     assert line == (
         '{"num":1,"obj":[{"prob":0.899999976,"x":176,"y":128,"w":160,"h":160,"type":"dog"}],'
         '"running":"Object Recognition"}'
@@ -365,7 +391,7 @@ def test_json_line_from_decode():
 
 def test_json_label_without_name_raises():
     with pytest.raises(ValueError, match="no class name"):
-        fw.json_line([FirmwareObject(prob=0.5, x=0, y=0, w=1, h=1, label=2)], ["a", "b"])
+        DEVICE.json_line([FirmwareObject(prob=0.5, x=0, y=0, w=1, h=1, label=2)], ["a", "b"])
 
 
 @pytest.mark.parametrize(
@@ -383,7 +409,7 @@ def test_json_label_without_name_raises():
     ],
 )
 def test_format_float(value, text):
-    assert fw.format_float(value) == text
+    assert format_float(value) == text
 
 
 def _same_class(n: int) -> list[FirmwareObject]:
@@ -396,20 +422,20 @@ FULL = {"prob": 0.75, "x": 1, "y": 2, "w": 3, "h": 4, "type": "person"}
 def test_json_pool_limit_keeps_running_up_to_96_objects():
     # 16384-byte pool, 24-byte slots: num + obj + 7 per object + "person\0" + running + its
     # 19-byte string -> 96 objects fit entirely
-    line = fw.json_line(_same_class(96), ["person"])
+    line = DEVICE.json_line(_same_class(96), ["person"])
     assert line.endswith('"type":"person"}],"running":"Object Recognition"}')
     assert json.loads(line)["obj"] == [FULL] * 96
 
 
 def test_json_pool_limit_97_objects_running_is_null():
     # 97 objects leave 33 bytes: the running slot fits, its string does not
-    line = fw.json_line(_same_class(97), ["person"])
+    line = DEVICE.json_line(_same_class(97), ["person"])
     assert line.endswith('"type":"person"}],"running":null}')
     assert json.loads(line)["obj"] == [FULL] * 97
 
 
 def test_json_pool_limit_truncates_120_objects():
-    line = fw.json_line(_same_class(120), ["person"])
+    line = DEVICE.json_line(_same_class(120), ["person"])
     assert line.startswith('{"num":120,"obj":[{"prob":0.75,')
     # 97 full objects, then an element slot with no room for its members, no running key
     assert line.endswith('"type":"person"},{}]}')
@@ -423,7 +449,7 @@ def test_json_pool_limit_counts_class_name_strings():
     # gets its element, prob and x slots (82 - 72 = 10 bytes left), nothing else
     objs = [FirmwareObject(prob=0.75, x=1, y=2, w=3, h=4, label=i) for i in range(120)]
     names = [f"class_name_{i:09d}" for i in range(120)]
-    doc = json.loads(fw.json_line(objs, names))
+    doc = json.loads(DEVICE.json_line(objs, names))
     assert len(doc["obj"]) == 87
     assert doc["obj"][85] == {**FULL, "type": names[85]}
     assert doc["obj"][86] == {"prob": 0.75, "x": 1}

@@ -3,7 +3,7 @@
 Float32 arithmetic in the firmware's order, so results match bit for bit. Source: m5stack
 UnitV2Framework ``main/object_recognition.cpp``:
 
-* ``detect_nanodet``: proposals of strides 8, 16, 32 are concatenated, sorted, NMSed, then
+* ``detect_nanodet``: proposals of strides 8, 16, 32 (the device's) are concatenated, sorted, NMSed, then
   mapped back: ``(v - pad / 2) / scale``, the right/bottom edge as
   ``(x + width - pad / 2) / scale``; each coordinate clipped to ``[0, frame - 1]``;
   width/height stored as ``x1 - x0`` / ``y1 - y0``.
@@ -16,8 +16,8 @@ UnitV2Framework ``main/object_recognition.cpp``:
 * ``qsort_descent_inplace``: Hoare quicksort on prob, pivot at ``(left + right) / 2``;
   not stable, so equal probs come out in the order this exact algorithm leaves them.
 * ``nms_sorted_bboxes`` / ``intersection_area``: class-agnostic greedy NMS; a box is dropped
-  when ``inter / (area_a + area_b - inter) > 0.5`` against any already kept box (strict
-  ``>``, no +1); areas are ``width * height``; intersection is ``cv::Rect_<float>`` ``&``
+  when ``inter / (area_a + area_b - inter) > nms_threshold`` (0.5 on the UnitV2) against any
+  already kept box (strict ``>``, no +1); areas are ``width * height``; intersection is ``cv::Rect_<float>`` ``&``
   (OpenCV 4.4: ``w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)``, same for h, empty when
   ``w <= 0 || h <= 0``).
 
@@ -39,7 +39,6 @@ from typing import NamedTuple
 import numpy as np
 
 from heads.decode import greedy_suppress
-from parity.unitv2.constants import NMS_THRESHOLD, PROB_THRESHOLD, STRIDES
 from parity.unitv2.geometry import Letterbox
 
 _F32 = np.float32
@@ -148,8 +147,9 @@ def generate_proposals(
     cls_levels: Sequence[np.ndarray],
     dis_levels: Sequence[np.ndarray],
     box: Letterbox,
-    strides: Sequence[int] = STRIDES,
-    score_threshold: float = PROB_THRESHOLD,
+    *,
+    strides: Sequence[int],
+    score_threshold: float,
 ) -> Proposals:
     """Cells with ``max prob >= threshold``, decoded to net-input boxes (firmware order)."""
     levels = _check_levels(cls_levels, dis_levels, box, strides)
@@ -203,7 +203,7 @@ def firmware_sort_order(prob: np.ndarray) -> np.ndarray:
 
 
 def firmware_nms(
-    x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, iou_threshold: float = NMS_THRESHOLD
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
     """Indices kept by ``nms_sorted_bboxes`` on boxes already in sorted order (float32 math)."""
     x, y, w, h = (np.asarray(v, dtype=_F32) for v in (x, y, w, h))
@@ -227,16 +227,18 @@ def decode_levels(
     cls_levels: list[np.ndarray],
     dis_levels: list[np.ndarray],
     box: Letterbox,
-    strides: Sequence[int] = STRIDES,
-    score_threshold: float = PROB_THRESHOLD,
-    nms_iou: float = NMS_THRESHOLD,
+    *,
+    strides: Sequence[int],
+    score_threshold: float,
+    nms_iou: float,
 ) -> list[FirmwareObject]:
     """Legacy NanoDet outputs -> the firmware's detections, in its output order.
 
     ``cls_levels[i]``: [H_i*W_i, C] probabilities (sigmoid inside the model);
     ``dis_levels[i]``: [H_i*W_i, 4*(reg_max+1)] raw logits, bins of l, t, r, b in turn.
     """
-    p = generate_proposals(cls_levels, dis_levels, box, strides, score_threshold)
+    p = generate_proposals(cls_levels, dis_levels, box, strides=strides,
+                           score_threshold=score_threshold)
     order = firmware_sort_order(p.prob)
     x, y, w, h = p.x[order], p.y[order], p.w[order], p.h[order]
     keep = firmware_nms(x, y, w, h, nms_iou)

@@ -1,7 +1,8 @@
 """Frame -> net input geometry on the UnitV2: resize the long side, pad to a multiple of 32.
 
 Source: m5stack UnitV2Framework ``main/object_recognition.cpp`` ``detect_nanodet``: long
-side scaled to 320 (``scale = 320.f / long``, short side ``int(short * scale)``,
+side scaled to the net's long side, 320 on the UnitV2 (``scale = 320.f / long``, short side
+``int(short * scale)``,
 truncated); pad to a multiple of 32 with ``copy_make_border``: top/left get ``pad / 2``
 (integer division), bottom/right the rest. Boxes map back as ``(v - pad / 2) / scale``.
 A net size that rule cannot give (models exported at other sizes) gets a centred
@@ -13,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from parity.unitv2.constants import FRAME_H, FRAME_W, TARGET_SIZE
 
 _F32 = np.float32
 
@@ -51,29 +50,27 @@ class Letterbox:
     def pad_bottom(self) -> int:
         return self.net_h - self.resized_h - self.pad_top
 
-    def _pads(self) -> np.ndarray:
+    def pads(self) -> np.ndarray:
+        """``[left, top, left, top]`` as float32, to shift x1, y1, x2, y2 boxes."""
         return np.array([self.pad_left, self.pad_top] * 2, dtype=_F32)
 
     def to_frame(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Net-input pixels -> frame pixels, ``(v - pad) / scale`` in float32; no clipping."""
-        b = _xyxy(boxes_xyxy)
-        return (b - self._pads()) / _F32(self.scale)
-
-    def from_frame(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        """Frame pixels -> net-input pixels (inverse of ``to_frame``), float32."""
-        b = _xyxy(boxes_xyxy)
-        return b * _F32(self.scale) + self._pads()
+        b = xyxy_boxes(boxes_xyxy)
+        return (b - self.pads()) / _F32(self.scale)
 
 
-def _xyxy(boxes: np.ndarray) -> np.ndarray:
+def xyxy_boxes(boxes: np.ndarray) -> np.ndarray:
+    """``boxes`` as float32 with a last axis of 4 (x1, y1, x2, y2), or ValueError."""
     b = np.asarray(boxes, dtype=_F32)
     if b.ndim == 0 or b.shape[-1] != 4:
         raise ValueError(f"boxes must have a last axis of 4 (x1, y1, x2, y2), got {b.shape}")
     return b
 
 
-def _firmware_letterbox(frame_w: int, frame_h: int, target: int) -> Letterbox:
-    """The firmware's resize/pad geometry (``detect_nanodet``); 640x480 -> 320x240 in 320x256."""
+def firmware_letterbox(frame_w: int, frame_h: int, target: int) -> Letterbox:
+    """The firmware's resize/pad geometry (``detect_nanodet``): long side to ``target``, pad
+    to a multiple of 32; on the UnitV2 640x480 -> 320x240 in 320x256."""
     if min(frame_w, frame_h, target) <= 0:
         raise ValueError(f"frame {frame_w}x{frame_h} and target {target} must be positive")
     w, h = int(frame_w), int(frame_h)
@@ -117,17 +114,10 @@ def _fit_and_pad(frame_w: int, frame_h: int, net_w: int, net_h: int) -> Letterbo
     )
 
 
-def letterbox_for(
-    frame_w: int = FRAME_W, frame_h: int = FRAME_H, net_size: tuple[int, int] | None = None
-) -> Letterbox:
-    """The one letterbox: the firmware's geometry, or a centred fit into ``net_size``.
-
-    Without ``net_size`` (w, h): the firmware's rule, long side to 320 (the net size follows).
-    With it: the firmware's rule at long side ``max(net_size)`` when that yields exactly
-    ``net_size``, else a centred fit-and-pad into it.
-    """
-    target = TARGET_SIZE if net_size is None else max(net_size)
-    firmware = _firmware_letterbox(frame_w, frame_h, target)
-    if net_size is None or (firmware.net_w, firmware.net_h) == tuple(net_size):
+def letterbox_for(frame_w: int, frame_h: int, net_size: tuple[int, int]) -> Letterbox:
+    """The one letterbox into ``net_size`` (w, h): the firmware's rule at long side
+    ``max(net_size)`` when that yields exactly ``net_size``, else a centred fit-and-pad."""
+    firmware = firmware_letterbox(frame_w, frame_h, max(net_size))
+    if (firmware.net_w, firmware.net_h) == tuple(net_size):
         return firmware
     return _fit_and_pad(frame_w, frame_h, *net_size)

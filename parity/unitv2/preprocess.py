@@ -6,7 +6,7 @@ Source: m5stack UnitV2Framework ``main/object_recognition.cpp`` ``detect_nanodet
 mean and norm. Library code, Tencent/ncnn (the 2020-12 / 2021-02 releases the firmware
 links): ``src/mat_pixel.cpp`` ``from_pixels_resize`` (same size -> no resize),
 ``src/mat_pixel_resize.cpp`` ``resize_bilinear_c3`` (11-bit fixed point bilinear,
-reproduced exactly by ``_resize_bilinear_c3``), ``src/mat.cpp`` ``substract_mean_normalize``
+reproduced exactly by ``resize_bilinear_c3``), ``src/mat.cpp`` ``substract_mean_normalize``
 (a Scale layer: ``x * norm + (-mean * norm)``, two roundings on armv7 NEON ``vmla``).
 
 Known limit: the ncnn pip build may fuse the normalise multiply-add (1 ulp).
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from parity.unitv2.constants import MEAN_BGR, NORM_BGR
 from parity.unitv2.geometry import Letterbox
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,7 +57,7 @@ def _resize_coeffs(src_len: int, dst_len: int) -> tuple[np.ndarray, np.ndarray, 
     return s, a0, a1
 
 
-def _resize_bilinear_c3(src: np.ndarray, w: int, h: int) -> np.ndarray:
+def resize_bilinear_c3(src: np.ndarray, w: int, h: int) -> np.ndarray:
     """ncnn ``resize_bilinear_c3`` (fixed point), bit-exact, vectorised."""
     srch, srcw = src.shape[:2]
     if (srcw, srch) == (w, h):
@@ -89,7 +88,7 @@ def _resize_bilinear_c3(src: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _normalize_constants(
-    mean: Sequence[float] = MEAN_BGR, norm: Sequence[float] = NORM_BGR
+    mean: Sequence[float], norm: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     scale = np.array(norm, dtype=_F32)
     bias = -np.array(mean, dtype=_F32) * scale  # ncnn: -mean * norm, in float
@@ -99,17 +98,17 @@ def _normalize_constants(
 def preprocess_frame_numpy(
     frame_bgr: np.ndarray,
     box: Letterbox,
-    mean: Sequence[float] = MEAN_BGR,
-    norm: Sequence[float] = NORM_BGR,
+    mean: Sequence[float],
+    norm: Sequence[float],
 ) -> np.ndarray:
     """Frame (HxWx3 uint8 BGR) -> normalised float32 1x3x``net_h``x``net_w`` tensor.
 
     Reproduces ncnn's fixed-point bilinear resize exactly, pads with 0 before normalising
     (so the pad holds ``-mean * norm``), then ``x * norm + (-mean * norm)`` in float32.
-    ``mean``/``norm`` default to the firmware's; a model trained with others differs.
+    ``mean``/``norm``: BGR order, the firmware's or a model's own.
     """
     frame = _check_frame(frame_bgr, box)
-    resized = _resize_bilinear_c3(frame, box.resized_w, box.resized_h)
+    resized = resize_bilinear_c3(frame, box.resized_w, box.resized_h)
     out = np.zeros((3, box.net_h, box.net_w), dtype=_F32)
     out[
         :, box.pad_top : box.pad_top + box.resized_h, box.pad_left : box.pad_left + box.resized_w
@@ -120,7 +119,8 @@ def preprocess_frame_numpy(
     return out[None]
 
 
-def preprocess_frame_ncnn(frame_bgr: np.ndarray, box: Letterbox) -> ncnn.Mat:
+def preprocess_frame_ncnn(frame_bgr: np.ndarray, box: Letterbox, mean: Sequence[float],
+                          norm: Sequence[float]) -> ncnn.Mat:
     """The firmware's own calls through the pip ``ncnn`` binding; returns the 3-D input Mat."""
     import ncnn
 
@@ -137,5 +137,5 @@ def preprocess_frame_ncnn(frame_bgr: np.ndarray, box: Letterbox) -> ncnn.Mat:
         ncnn.BorderType.BORDER_CONSTANT,
         0.0,
     )
-    padded.substract_mean_normalize(list(MEAN_BGR), list(NORM_BGR))
+    padded.substract_mean_normalize(list(mean), list(norm))
     return padded
