@@ -11,6 +11,7 @@ Adding a strategy = one class (here or in its own module) + `@register_rewrite`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,9 +183,11 @@ def _entry_value(entry: Mapping[str, Any], key: str, choices: tuple[Any, ...],
         raise InputError(where, f"{at}: missing")
     value = entry[key]
     if not any(type(value) is type(c) and value == c for c in choices):
-        shown = ", ".join("true" if c is True else "false" if c is False else str(c)
-                          for c in choices)
-        raise InputError(where, f"{at}: must be one of {shown}; not {value!r}")
+        wanted = "true or false" if choices == (True, False) else \
+            f"one of {', '.join(map(str, choices))}"
+        shown = json.dumps(value, default=repr)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise InputError(where, f"{at}: must be {wanted}; not {shown}")
     return value
 
 

@@ -87,11 +87,11 @@ def plus_entry(**changes) -> dict:
 @pytest.mark.parametrize("manifest, message", [
     ({"layout": "legacy", "rewrite": plus_entry(stride64=None)}, "rewrite.stride64: missing"),
     ({"layout": "legacy", "rewrite": plus_entry(stride64="sometimes")},
-     "rewrite.stride64: must be one of fold, drop"),
+     "rewrite.stride64: must be one of fold, drop; not \"sometimes\""),
     ({"layout": "legacy", "rewrite": plus_entry(centre_compensation=None)},
      "rewrite.centre_compensation: missing"),
     ({"layout": "legacy", "rewrite": plus_entry(centre_compensation=1)},
-     "rewrite.centre_compensation: must be one of true, false"),
+     "rewrite.centre_compensation: must be true or false; not 1"),
     ({"layout": "legacy", "rewrite": plus_entry(centre_compensation=False)},
      "rewrite.centre_compensation: folding stride 64 needs the centre compensation"),
     ({"layout": "plus-native", "rewrite": plus_entry()},
