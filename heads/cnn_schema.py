@@ -1,4 +1,5 @@
-"""Config checks the CNN backbones need beyond `heads.schema` (to move there in time)."""
+"""Config values of the CNN backbones: checks beyond `heads.schema` (to move there in time)
+and how a width multiplier is named."""
 
 from __future__ import annotations
 
@@ -28,3 +29,9 @@ def integer_choice(values: tuple[int, ...], what: str) -> Check:
         return value
     return check
 
+
+
+def multiplier_name(multiplier: float) -> str:
+    """'1.0x', '0.5x', '0.75x': at least one decimal, as NanoDet names model sizes."""
+    text = f"{multiplier:g}"
+    return f"{text}{'' if '.' in text or 'e' in text else '.0'}x"

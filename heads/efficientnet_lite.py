@@ -117,7 +117,7 @@ class EfficientNetLite(Backbone):
     }
     WEIGHTS_HINT = "EfficientNetLite backbone keys (backbone.blocks.0.0._depthwise_conv)"
 
-    def __init__(self, model_name: str, out_stages: tuple[int, ...] = (2, 4, 6),
+    def __init__(self, *, model_name: str, out_stages: tuple[int, ...] = (2, 4, 6),
                  activation: str = "ReLU6"):
         super().__init__()
         if model_name not in MULTIPLIERS:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads.activations import activation_layer
-from heads.cnn_schema import width_multiplier
+from heads.cnn_schema import multiplier_name, width_multiplier
 from heads.component import Backbone, Keywords
 from heads.ghost_pan import GhostModule
 from heads.schema import ACTIVATION, Schema, boolean, integers
@@ -147,7 +147,7 @@ class GhostNet(Backbone):
     }
     WEIGHTS_HINT = "GhostNet backbone keys (backbone.conv_stem)"
 
-    def __init__(self, width_mult: float = 1.0, out_stages: tuple[int, ...] = (4, 6, 9),
+    def __init__(self, *, width_mult: float = 1.0, out_stages: tuple[int, ...] = (4, 6, 9),
                  activation: str = "ReLU"):
         super().__init__()
         self.out_stages = tuple(out_stages)
@@ -216,7 +216,7 @@ class GhostNet(Backbone):
 
     @classmethod
     def describe(cls, width_mult: float, **_: object) -> str:
-        return f"GhostNet {width_mult:g}x"
+        return f"GhostNet {multiplier_name(width_mult)}"
 
 
 def candidate_multipliers(stem: int) -> list[float]:

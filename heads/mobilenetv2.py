@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from heads.activations import activation_layer
-from heads.cnn_schema import width_multiplier
+from heads.cnn_schema import multiplier_name, width_multiplier
 from heads.component import Backbone, Keywords
 from heads.schema import ACTIVATION, CHANNELS, Schema, integers
 from heads.weights import (
@@ -98,7 +98,7 @@ class MobileNetV2(Backbone):
     }
     WEIGHTS_HINT = "MobileNetV2 backbone keys (backbone.first_layer)"
 
-    def __init__(self, width_mult: float = 1.0, out_stages: tuple[int, ...] = (1, 2, 4, 6),
+    def __init__(self, *, width_mult: float = 1.0, out_stages: tuple[int, ...] = (1, 2, 4, 6),
                  last_channel: int = 1280, activation: str = "ReLU"):
         super().__init__()
         self.out_stages = tuple(out_stages)
@@ -164,7 +164,7 @@ class MobileNetV2(Backbone):
 
     @classmethod
     def describe(cls, width_mult: float, **_: object) -> str:
-        return f"MobileNetV2 {width_mult:g}x"
+        return f"MobileNetV2 {multiplier_name(width_mult)}"
 
 
 def project_width(sd: StateDict, stage: int) -> int:

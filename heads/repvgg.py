@@ -167,7 +167,7 @@ class RepVGG(Backbone):
     }
     WEIGHTS_HINT = "RepVGG backbone keys (backbone.stage0.rbr_*)"
 
-    def __init__(self, arch: str, out_stages: tuple[int, ...] = (1, 2, 3, 4),
+    def __init__(self, *, arch: str, out_stages: tuple[int, ...] = (1, 2, 3, 4),
                  activation: str = "ReLU", deploy: bool = False, last_channel: int | None = None):
         super().__init__()
         if arch not in ARCHS:

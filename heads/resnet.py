@@ -82,7 +82,7 @@ class ResNet(Backbone):
     }
     WEIGHTS_HINT = "ResNet backbone keys (backbone.layer1)"
 
-    def __init__(self, depth: int, out_stages: tuple[int, ...] = (1, 2, 3, 4),
+    def __init__(self, *, depth: int, out_stages: tuple[int, ...] = (1, 2, 3, 4),
                  activation: str = "ReLU"):
         super().__init__()
         if depth not in DEPTHS:
