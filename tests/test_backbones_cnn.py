@@ -280,6 +280,15 @@ def test_official_configs_build_and_their_weights_are_inferred(cnn_registered, n
     assert inferred.architecture()["neck"] == spec.architecture()["neck"]
 
 
+def test_a_detector_in_deploy_form_is_inferred_as_such(cnn_registered):
+    spec = read_config(CONFIGS / "nanodet-RepVGG-A0_416.yml")
+    fused = deploy_form(build_detector(spec))
+    inferred = infer_spec(fused.state_dict())
+    assert inferred.backbone.keywords() == {**spec.backbone.keywords(), "deploy": True}
+    assert inferred.name.startswith("NanoDet (legacy): RepVGG-A0 (deploy form), PAN")
+    build_detector(inferred).load_state_dict(fused.state_dict(), strict=True)
+
+
 def test_pretrain_is_accepted_and_never_downloads(cnn_registered, monkeypatch):
     def no_download(*_args, **_kwargs):
         raise AssertionError("a download was attempted")
