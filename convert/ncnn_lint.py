@@ -3,11 +3,11 @@
 The UnitV2 firmware links an ncnn library built from master around commit 6afc736
 (2021-02-22) with the hand-written headers of release 20201208, and it ignores load
 errors: anything that ncnn cannot load crashes the whole recognition process on the
-device.  The compatibility tables ``convert/data/ncnn-20210222.json`` and
-``convert/data/ncnn-20201208.json`` describe what those two ncnn versions accept;
-``/work/shared/ncnn-compat/README.md`` explains the rules.
+device.  What each ncnn version accepts is an ``NcnnTables`` object
+(``parity.ncnn_tables``, data in ``parity/data/``); every rule asks the tables of
+the target it lints for instead of knowing versions itself.
 
-Targets:
+Targets (``LINT_TARGETS``):
 
 ``unitv2``
     Everything: file format, blob graph, ``.bin`` layout, and the old-version rules
@@ -15,8 +15,9 @@ Targets:
     checked against *both* tables.  A finding from either table is an error.
 ``ncnn-latest``
     File format, blob graph, ``.bin`` layout and the ``load_param`` failures that
-    current ncnn still has; the old-version rules are skipped.
+    current ncnn still has; the old-version rules do not apply.
 
+The file is read by ``parity.ncnn_param`` (the project's one ``.param`` reader).
 Behaviour modelled here comes from the ncnn source of that era (``src/net.cpp``,
 ``src/paramdict.cpp``, ``src/modelbin.cpp``, ``src/layer/*.cpp`` at 6afc736 and
 tag 20201208; current master for ``ncnn-latest``).
@@ -24,34 +25,43 @@ tag 20201208; current master for ``ncnn-latest``).
 
 from __future__ import annotations
 
-import argparse
-import copy
-import functools
-import importlib.resources
-import json
 import math
-import re
 import struct
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import click
+
+from common.cli import OneLineCommand, one_line_errors
+from parity.ncnn_param import (
+    ARRAY_KEY_BASE,
+    MAX_PARAM_COUNT,
+    PARAM_MAGIC,
+    TOKEN_MAX,
+    Layer,
+    LayerParam,
+    Param,
+    ParamValue,
+    ReadProblem,
+    float_bits_as_int,
+    int_bits_as_float,
+    short,
+)
+from parity.ncnn_tables import LayerSpec, NcnnTables, ncnn_tables
+
 Severity = Literal["error", "warning"]
 Target = Literal["unitv2", "ncnn-latest"]
 
-UNITV2_TABLES = ("ncnn-20210222", "ncnn-20201208")
-"""Tables the ``unitv2`` target lints against (most likely library first)."""
+LINT_TARGETS: dict[str, tuple[str, ...]] = {
+    "unitv2": ("ncnn-20210222", "ncnn-20201208"),  # most likely library first
+    "ncnn-latest": ("ncnn-latest",),
+}
+"""Lint target -> the names of the ncnn tables it is checked against."""
 
-MAGIC = 7767517
-MAX_PARAM_COUNT = 32  # NCNN_MAX_PARAM_COUNT
-ARRAY_KEY_BASE = 23300  # array params are written -(23300 + id)=len,v1,...
 SHAPE_HINT_ID = 30  # net-level top shape hints, -23330=..., read by Net::load_param
-TOKEN_MAX = 15  # ParamDict scans values with %15s / %15[^,\n ]
-NAME_MAX = 255  # Net::load_param scans type/name/blob names with %255s
 STRING_MAX = 255  # newer ncnn: string params, 15 + 240 characters
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 # ModelBin::load(w, type=0) tags (first 4 bytes, little endian)
 TAG_FP16 = 0x01306B47  # fp16 data, padded to 4 bytes
@@ -59,13 +69,6 @@ TAG_INT8 = 0x000D4B38  # int8 data, padded to 4 bytes
 TAG_FP32_RAW = 0x0002C056  # fp32 data ("raw data with extra scaling")
 QUANT_TABLE_BYTES = 256 * 4  # any other non-zero tag: 256-float table + uint8 indices
 
-ACTIVATION_LAYERS_MAX = {
-    "Convolution": 5,
-    "ConvolutionDepthWise": 5,
-    "InnerProduct": 5,
-    "Deconvolution": 4,
-    "DeconvolutionDepthWise": 4,
-}
 ACTIVATION_NAMES = {0: "none", 1: "ReLU", 2: "LeakyReLU", 3: "Clip", 4: "Sigmoid", 5: "Mish"}
 ACTIVATION_PARAMS_NEEDED = {2: 1, 3: 2}  # LeakyReLU slope; Clip min,max
 ACTIVATION_PARAMS_ID = {"Convolution": 10, "ConvolutionDepthWise": 10, "InnerProduct": 10,
@@ -77,7 +80,7 @@ PERMUTE_3D_ORDERS = "0=WHC 1=HWC 2=WCH 3=CWH 4=HCW 5=CHW"
 # stores each element as int or float according to its own token (no conversion), so
 # an int token read through a float pointer (or the reverse) is reinterpreted bits.
 ARRAY_ELEMENT_TYPES: dict[tuple[str, int], str] = {
-    **{(t, 10): "float" for t in ACTIVATION_LAYERS_MAX},
+    **{(t, 10): "float" for t in ACTIVATION_PARAMS_ID},
     ("Reduction", 3): "int",
     ("Crop", 9): "int",
     ("Crop", 10): "int",
@@ -88,37 +91,13 @@ ARRAY_ELEMENT_TYPES: dict[tuple[str, int], str] = {
     ("Eltwise", 1): "float",
 }
 
-# Layer types of current ncnn master (src/CMakeLists.txt ncnn_add_layer list).  ArgMax
-# and SPP are still added OFF there (null creator); Tile is on.
-LATEST_LAYER_TYPES = frozenset([
-    "AbsVal", "ArgMax", "BatchNorm", "Bias", "BNLL", "Concat", "Convolution", "Crop",
-    "Deconvolution", "Dropout", "Eltwise", "ELU", "Embed", "Exp", "Flatten", "InnerProduct",
-    "Input", "Log", "LRN", "MemoryData", "MVN", "Pooling", "Power", "PReLU", "Proposal",
-    "Reduction", "ReLU", "Reshape", "ROIPooling", "Scale", "Sigmoid", "Slice", "Softmax",
-    "Split", "SPP", "TanH", "Threshold", "Tile", "RNN", "LSTM", "BinaryOp", "UnaryOp",
-    "ConvolutionDepthWise", "Padding", "Squeeze", "ExpandDims", "Normalize", "Permute",
-    "PriorBox", "DetectionOutput", "Interp", "DeconvolutionDepthWise", "ShuffleChannel",
-    "InstanceNorm", "Clip", "Reorg", "YoloDetectionOutput", "Quantize", "Dequantize",
-    "Yolov3DetectionOutput", "PSROIPooling", "ROIAlign", "Packing", "Requantize", "Cast",
-    "HardSigmoid", "SELU", "HardSwish", "Noop", "PixelShuffle", "DeepCopy", "Mish",
-    "StatisticsPooling", "Swish", "Gemm", "GroupNorm", "LayerNorm", "Softplus", "GRU",
-    "MultiHeadAttention", "GELU", "Convolution1D", "Pooling1D", "ConvolutionDepthWise1D",
-    "Convolution3D", "ConvolutionDepthWise3D", "Pooling3D", "MatMul", "Deconvolution1D",
-    "DeconvolutionDepthWise1D", "Deconvolution3D", "DeconvolutionDepthWise3D", "Einsum",
-    "DeformableConv2D", "GLU", "Fold", "Unfold", "GridSample", "CumulativeSum", "CopyTo", "Erf",
-    "Diag", "CELU", "Shrink", "RMSNorm", "Spectrogram", "InverseSpectrogram", "Flip", "SDPA",
-    "RotaryEmbed",
-])
-LATEST_NULL_LAYERS = frozenset({"ArgMax", "SPP"})
-
-# Layer types that read the .bin in current ncnn but whose newer layout is not modelled
-# here (for ncnn-latest; for unitv2 they are not loadable anyway, or their old layout
-# is modelled below).
-LATEST_UNMODELLED_WEIGHT_READERS = frozenset([
+# Layer types that read the .bin in some ncnn but whose layout this linter does not
+# model at all: the .bin walk stops at them.
+WEIGHT_READERS_WITHOUT_MODEL = frozenset([
     "Convolution1D", "ConvolutionDepthWise1D", "Convolution3D", "ConvolutionDepthWise3D",
     "Deconvolution1D", "DeconvolutionDepthWise1D", "Deconvolution3D",
     "DeconvolutionDepthWise3D", "DeformableConv2D", "Gemm", "MultiHeadAttention", "Quantize",
-    "RMSNorm", "RNN", "LSTM", "GRU", "Dequantize", "Requantize",
+    "RMSNorm",
 ])
 
 FOUR_D_TYPES = frozenset(
@@ -131,6 +110,32 @@ CRASH = ("the firmware ignores load errors, so the recognition process crashes "
 DROPPED = ("Net::load_param drops this layer and still returns 0; load_model then fails "
            "and the Net segfaults on use or destruction")
 DROPPED_LATEST = "Net::load_param fails (returns -1)"
+
+
+def target_tables(target: str) -> tuple[NcnnTables, ...]:
+    """The tables lint target ``target`` is checked against (ValueError if unknown)."""
+    if target not in LINT_TARGETS:
+        raise ValueError(f"unknown target {target!r}")
+    return tuple(ncnn_tables(name) for name in LINT_TARGETS[target])
+
+
+def dropped_layer(tables: Sequence[NcnnTables]) -> str:
+    """What these ncnn do with a layer whose params or load_param fail."""
+    if all(t.supports("load_param_returns_error") for t in tables):
+        return DROPPED_LATEST
+    return DROPPED
+
+
+def _id_range_consequence(tables: Sequence[NcnnTables]) -> str:
+    """What these ncnn do with a param id of 32 or more."""
+    if len(tables) == 1 and tables[0].supports("param_id_bound_check"):
+        return f"ParamDict rejects it, so {dropped_layer(tables)}"
+    return "; ".join(
+        f"ncnn {t.version}'s ParamDict rejects it ({dropped_layer([t])})"
+        if t.supports("param_id_bound_check")
+        else f"ncnn {t.version} has no bound check and writes past its "
+             f"{MAX_PARAM_COUNT}-entry table (memory corruption)"
+        for t in tables)
 
 
 # --------------------------------------------------------------------------- findings
@@ -155,357 +160,178 @@ class Finding:
         return f"{where}{who}{self.message}{suffix}"
 
 
-# --------------------------------------------------------------------------- tables
-
-
-@functools.cache
-def _read_table(name: str) -> dict:
-    resource = importlib.resources.files("convert").joinpath("data", f"{name}.json")
-    return json.loads(resource.read_text(encoding="utf-8"))
-
-
-def load_table(name: str) -> dict:
-    """The compatibility table ``convert/data/<name>.json`` (a fresh copy)."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise ValueError(f"bad table name {name!r}")
-    return copy.deepcopy(_read_table(name))
-
-
-# --------------------------------------------------------------------------- parsing
-
-# at most 20 digits: ncnn scans 32-bit ints, and int() refuses strings of over 4300 digits
-_INT_RE = re.compile(r"[+-]?\d{1,20}")
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_KV_RE = re.compile(r"(-?\d{1,20})=(.*)", re.DOTALL)
-_TOKEN_RE = re.compile(r'(?:[^\s"]+|"[^"]*"?)+')
-
-
 @dataclass
-class Value:
-    text: str
-    kind: Literal["int", "float", "string", "bad"]
-    number: int | float | None = None
+class CheckedLayer:
+    """A layer with the params this ncnn's ParamDict keeps (the last of each id).
 
+    ``params_ok`` is False when ParamDict::load_param would fail on the line.
+    """
 
-@dataclass
-class Param:
-    key: int  # as written, e.g. -23310
-    id: int  # param id, e.g. 10
-    form: Literal["scalar", "array", "list", "string"]  # list = newer 'k=a,b,c' syntax
-    values: list[Value]
-    token: str
+    layer: Layer
+    params: dict[int, LayerParam] = field(default_factory=dict)
+    params_ok: bool = True
 
     @property
-    def is_array(self) -> bool:
-        return self.form in ("array", "list")
+    def line(self) -> int:
+        return self.layer.line
 
+    @property
+    def type(self) -> str:
+        return self.layer.type
 
-@dataclass
-class Layer:
-    line: int
-    type: str
-    name: str
-    bottoms: list[str]
-    tops: list[str]
-    params: dict[int, Param] = field(default_factory=dict)
-    params_ok: bool = True  # False when ParamDict::load_param would fail on this line
+    @property
+    def name(self) -> str:
+        return self.layer.name
 
-    def scalar(self, pid: int, default: float) -> float:
+    @property
+    def bottoms(self) -> list[str]:
+        return self.layer.bottoms
+
+    @property
+    def tops(self) -> list[str]:
+        return self.layer.tops
+
+    def scalar(self, pid: int, default: float) -> int | float:
         """``pd.get(pid, default)`` as ncnn computes it (ints and floats share a union)."""
-        p = self.params.get(pid)
-        if p is None:
-            return default
-        if p.is_array or p.form == "string" or not p.values or p.values[0].number is None:
-            return default
-        number = p.values[0].number
-        if isinstance(default, float) and isinstance(number, int):
-            return _bits_int_to_float(number)
-        if isinstance(default, int) and isinstance(number, float):
-            return _bits_float_to_int(number)
-        return number
+        param = self.params.get(pid)
+        return default if param is None else param.number(default)
 
-    def array(self, pid: int) -> list[Value] | None:
-        p = self.params.get(pid)
-        if p is None or not p.is_array:
+    def array(self, pid: int) -> list[ParamValue] | None:
+        param = self.params.get(pid)
+        if param is None or not param.is_array:
             return None
-        return p.values
-
-
-def _bits_int_to_float(v: int) -> float:
-    return struct.unpack("<f", struct.pack("<i", v))[0]
-
-
-def _bits_float_to_int(v: float) -> int:
-    try:
-        return struct.unpack("<i", struct.pack("<f", v))[0]
-    except OverflowError:
-        return struct.unpack("<i", struct.pack("<f", float("inf") if v > 0 else float("-inf")))[0]
-
-
-def _classify(text: str, allow_string: bool = False) -> Value:
-    if allow_string and text and (text[0].isalpha() or text[0] == '"'):
-        return Value(text, "string")
-    if "." in text or "e" in text.lower():  # vstr_is_float
-        if _FLOAT_RE.fullmatch(text):
-            try:
-                return Value(text, "float", float(text))
-            except (ValueError, OverflowError):
-                pass
-        return Value(text, "bad")
-    if _INT_RE.fullmatch(text):
-        number = int(text)
-        if INT32_MIN <= number <= INT32_MAX:
-            return Value(text, "int", number)
-    return Value(text, "bad")
+        return list(param.values)
 
 
 class _Collector:
-    """Gathers findings for one target / table."""
+    """Gathers findings; ``table`` names the tables they come from (None: all of them)."""
 
-    def __init__(self, path: str, table: str | None = None, latest: bool = False):
+    def __init__(self, path: str, table: str | None = None, dropped: str = DROPPED):
         self.path = path
         self.table = table
-        self.latest = latest
+        self.dropped = dropped  # what happens when a layer's params or load_param fail
         self.items: list[Finding] = []
 
-    @property
-    def dropped(self) -> str:
-        """What happens when a layer's params or load_param fail."""
-        return DROPPED_LATEST if self.latest else DROPPED
-
-    def add(self, severity: Severity, line: int, layer: Layer | None, message: str,
+    def add(self, severity: Severity, line: int, layer: CheckedLayer | None, message: str,
             *, layer_type: str = "", layer_name: str = "") -> None:
         if layer is not None:
             layer_type, layer_name = layer.type, layer.name
         self.items.append(Finding(severity, line, layer_type, layer_name, message, self.table,
                                   self.path))
 
-    def error(self, line: int, layer: Layer | None, message: str, **kw: str) -> None:
+    def error(self, line: int, layer: CheckedLayer | None, message: str, **kw: str) -> None:
         self.add("error", line, layer, message, **kw)
 
-    def warning(self, line: int, layer: Layer | None, message: str, **kw: str) -> None:
+    def warning(self, line: int, layer: CheckedLayer | None, message: str, **kw: str) -> None:
         self.add("warning", line, layer, message, **kw)
 
-
-def _parse_params(layer: Layer, tokens: Sequence[str], target: Target, out: _Collector) -> None:
-    latest = target == "ncnn-latest"
-    line = layer.line
-    for token in tokens:
-        m = _KV_RE.fullmatch(token)
-        if not m:
-            out.error(line, layer, f"token {_short(token)!r} is not id=value: ParamDict stops "
-                      "here and ncnn reads it as the next layer's type, so the rest of the file "
-                      "misparses")
-            layer.params_ok = False
-            return
-        key_text, value_text = m.group(1), m.group(2)
-        key = int(key_text)
-        is_array = key <= -ARRAY_KEY_BASE
-        pid = -key - ARRAY_KEY_BASE if is_array else key
-        if key < 0 and not is_array:
-            out.error(line, layer, f"param key {key} is negative but not an array key "
-                      f"(arrays are -{ARRAY_KEY_BASE}-id): ParamDict indexes its table with "
-                      "it (out-of-bounds write in old ncnn; rejected by newer ncnn)")
-            layer.params_ok = False
-            continue
-        if pid >= MAX_PARAM_COUNT:
-            if latest:
-                why = "ParamDict rejects it, so " + DROPPED_LATEST
-            else:
-                why = ("ncnn 20210222's ParamDict rejects it (" + DROPPED + "); ncnn 20201208 "
-                       "has no bound check and writes past its 32-entry table (memory "
-                       "corruption)")
-            out.error(line, layer, f"param id {pid} (key {key}) is outside 0..{MAX_PARAM_COUNT - 1} "
-                      f"(NCNN_MAX_PARAM_COUNT): {why}")
-            layer.params_ok = False
-            continue
-        if is_array:
-            param = _parse_array(layer, key, pid, token, value_text, out)
-        else:
-            param = _parse_scalar(layer, key, pid, token, value_text, latest, out)
-        if param is None:
-            layer.params_ok = False
-            continue
-        if pid in layer.params:
-            out.warning(line, layer, f"param id {pid} is given twice ({layer.params[pid].token!r} "
-                        f"and {token!r}); ncnn keeps the last one")
-        layer.params[pid] = param
+    def problem(self, problem: ReadProblem) -> None:
+        self.add(problem.severity, problem.line, None, problem.message,
+                 layer_type=problem.layer_type, layer_name=problem.layer_name)
 
 
-def _parse_array(layer: Layer, key: int, pid: int, token: str, value_text: str,
-                 out: _Collector) -> Param | None:
-    line = layer.line
-    parts = value_text.split(",")
-    len_text, elements = parts[0], parts[1:]
-    if not _INT_RE.fullmatch(len_text) or int(len_text) < 0:
-        out.error(line, layer, f"array {key}= must start with a non-negative element count, got "
-                  f"{_short(len_text)!r}: ParamDict fails, so {out.dropped}")
-        return None
-    count = int(len_text)
-    if value_text.endswith(",") or any(e == "" for e in elements):
-        out.error(line, layer, f"array {key}= has an empty element: ParamDict fails, so "
-                  f"{out.dropped}")
-        return None
-    if len(elements) != count:
-        if len(elements) < count:
-            why = f"ParamDict fails reading element {len(elements) + 1}, so {out.dropped}"
-        else:
-            why = ("ParamDict stops after the declared elements and ncnn reads the leftover "
-                   "',...' as the next layer, so the rest of the file misparses")
-        out.error(line, layer, f"array {key}= declares {count} elements but has {len(elements)}: "
-                  f"{why}")
-        return None
-    values: list[Value] = []
-    ok = True
-    for i, text in enumerate(elements):
-        if len(text) > TOKEN_MAX:
-            out.error(line, layer, f"array {key}= element {i} {_short(text)!r} is {len(text)} "
-                      f"characters; ncnn scans at most {TOKEN_MAX} (%15[^,\\n ]) and misparses the "
-                      "rest of the line")
-            ok = False
-            continue
-        value = _classify(text)
-        if value.kind == "bad":
-            out.error(line, layer, f"array {key}= element {i} {text!r} is not an int or a float: "
-                      f"ParamDict fails, so {out.dropped}")
-            ok = False
-        values.append(value)
-    if not ok:
-        return None
-    return Param(key, pid, "array", values, token)
-
-
-def _parse_scalar(layer: Layer, key: int, pid: int, token: str, value_text: str, latest: bool,
-                  out: _Collector) -> Param | None:
-    line = layer.line
-    if value_text.startswith('"') or (value_text[:1].isalpha()):
-        if latest:
-            if len(value_text) > STRING_MAX:
-                out.error(line, layer, f"string param {pid} is longer than {STRING_MAX} "
-                          "characters: ParamDict fails")
-                return None
-            return Param(key, pid, "string", [Value(value_text, "string")], token)
-        out.error(line, layer, f"param {pid}={_short(value_text)!r} is a string; this ncnn has "
-                  f"only int/float params: ParamDict fails, so {out.dropped}")
-        return None
-    if "," in value_text:
-        if latest:
-            elements = value_text.split(",")
-            values = [_classify(e) for e in elements]
-            bad = [e for e, v in zip(elements, values) if v.kind == "bad" or len(e) > TOKEN_MAX]
-            if bad:
-                out.error(line, layer, f"list param {pid}= has invalid element {_short(bad[0])!r} "
-                          f"(int/float of at most {TOKEN_MAX} characters)")
-                return None
-            return Param(key, pid, "list", values, token)
-        out.error(line, layer, f"param {pid}={_short(value_text)!r} uses the newer 'id=a,b,c' "
-                  f"array syntax; this ncnn needs -{ARRAY_KEY_BASE + pid}=len,a,b,c and reads "
-                  "this as one scalar, misparsing the line")
-        return None
-    if len(value_text) > TOKEN_MAX:
-        out.error(line, layer, f"value of {pid}= {_short(value_text)!r} is {len(value_text)} "
-                  f"characters; ncnn scans at most {TOKEN_MAX} (%15s) and misparses the rest of "
-                  "the line (write fewer digits, e.g. %e)")
-        return None
-    value = _classify(value_text)
-    if value.kind == "bad":
-        out.error(line, layer, f"value of {pid}= {value_text!r} is not an int or a float: "
-                  f"ParamDict fails, so {out.dropped}")
-        return None
-    return Param(key, pid, "scalar", [value], token)
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _parse_layer(line_no: int, text: str, target: Target, out: _Collector) -> Layer | None:
-    tokens = _TOKEN_RE.findall(text)
-    if len(tokens) < 4:
-        out.error(line_no, None, f"layer line needs '<Type> <name> <bottom_count> <top_count> "
-                  f"...', got {_short(text.strip())!r}")
-        return None
-    ltype, name, nb_text, nt_text = tokens[:4]
-    probe = Layer(line_no, ltype, name, [], [])
-    for label, value in (("type", ltype), ("name", name)):
-        if len(value) > NAME_MAX:
-            out.error(line_no, probe, f"layer {label} is {len(value)} characters; ncnn scans at "
-                      f"most {NAME_MAX} (%255s)")
-            return None
-    counts = []
-    for label, value in (("bottom_count", nb_text), ("top_count", nt_text)):
-        if not _INT_RE.fullmatch(value) or int(value) < 0 or int(value) > 1_000_000:
-            out.error(line_no, probe, f"{label} {_short(value)!r} is not a non-negative integer")
-            return None
-        counts.append(int(value))
-    nb, nt = counts
-    if len(tokens) < 4 + nb + nt:
-        out.error(line_no, probe, f"declares {nb} bottom and {nt} top blobs but only "
-                  f"{len(tokens) - 4} names follow")
-        return None
-    names = tokens[4: 4 + nb + nt]
-    for blob in names:
-        if len(blob) > NAME_MAX:
-            out.error(line_no, probe, f"blob name is {len(blob)} characters; ncnn scans at most "
-                      f"{NAME_MAX} (%255s)")
-            return None
-        if _KV_RE.fullmatch(blob):
-            out.warning(line_no, probe, f"blob name {blob!r} looks like a param: are the "
-                        "bottom/top counts right?")
-    layer = Layer(line_no, ltype, name, names[:nb], names[nb:])
-    _parse_params(layer, tokens[4 + nb + nt:], target, out)
-    return layer
+# --------------------------------------------------------------------------- reading
 
 
 @dataclass
 class _Parsed:
-    layers: list[Layer]
-    header_ok: bool
-    declared_layers: int | None
-    declared_blobs: int | None
-    layer_line_count: int
+    param: Param
+    layers: list[CheckedLayer]
 
 
-def _parse_file(text: str, target: Target, out: _Collector) -> _Parsed:
-    lines = text.split("\n")
-    first = lines[0].strip() if lines else ""
-    header_ok = True
-    if first != str(MAGIC):
-        out.error(1, None, f"line 1 must be the magic {MAGIC}, got {_short(first)!r}: "
-                  "Net::load_param fails ('param is too old')")
-        header_ok = False
-    declared_layers = declared_blobs = None
-    second = lines[1].split() if len(lines) > 1 else []
-    if (len(second) == 2 and all(_INT_RE.fullmatch(t) for t in second)
-            and all(int(t) > 0 for t in second)):
-        declared_layers, declared_blobs = int(second[0]), int(second[1])
-    else:
-        out.error(2, None, "line 2 must be '<layer_count> <blob_count>' (two positive integers), "
-                  f"got {_short(lines[1].strip() if len(lines) > 1 else '')!r}")
-        header_ok = False
-    layers: list[Layer] = []
-    count = 0
-    for index, raw in enumerate(lines[2:], start=3):
-        if not raw.strip():
+def _read(text: str, tables: Sequence[NcnnTables], out: _Collector) -> _Parsed:
+    """The file as these ncnn read it; reader problems become findings, in line order."""
+    param = Param.scan(text)
+    by_line: dict[int, list[ReadProblem]] = {}
+    for problem in param.problems:
+        by_line.setdefault(problem.line, []).append(problem)
+    layers = {layer.line: layer for layer in param.layers}
+    checked: list[CheckedLayer] = []
+    for line in sorted(set(by_line) | set(layers)):
+        problems = by_line.get(line, [])
+        for problem in problems:
+            if not problem.stray_token:
+                out.problem(problem)
+        if line in layers:
+            checked.append(_checked_layer(layers[line], tables, out))
+        for problem in problems:
+            if problem.stray_token:
+                out.problem(problem)
+                checked[-1].params_ok = False
+    return _Parsed(param, checked)
+
+
+def _checked_layer(layer: Layer, tables: Sequence[NcnnTables], out: _Collector) -> CheckedLayer:
+    checked = CheckedLayer(layer)
+    for param in layer.params:
+        if not _accepted(checked, param, tables, out):
+            checked.params_ok = False
             continue
-        count += 1
-        layer = _parse_layer(index, raw, target, out)
-        if layer is not None:
-            layers.append(layer)
-    return _Parsed(layers, header_ok, declared_layers, declared_blobs, count)
+        known = checked.params.get(param.id)
+        if known is not None:
+            out.warning(layer.line, checked, f"param id {param.id} is given twice "
+                        f"({known.token!r} and {param.token!r}); ncnn keeps the last one")
+        checked.params[param.id] = param
+    return checked
+
+
+def _accepted(layer: CheckedLayer, param: LayerParam, tables: Sequence[NcnnTables],
+              out: _Collector) -> bool:
+    """Whether ParamDict of these ncnn takes ``param``; an error finding when not."""
+    for problem in param.problems:
+        message = problem.message
+        if problem.then == "drops_layer":
+            message = f"{message}, so {out.dropped}"
+        elif problem.then == "id_range":
+            message = f"{message}: {_id_range_consequence(tables)}"
+        out.error(layer.line, layer, message)
+    if param.problems:
+        return False
+    if param.form == "string":
+        return _string_accepted(layer, param, tables, out)
+    if param.form == "list":
+        return _list_accepted(layer, param, tables, out)
+    return True
+
+
+def _string_accepted(layer: CheckedLayer, param: LayerParam, tables: Sequence[NcnnTables],
+                     out: _Collector) -> bool:
+    if not all(t.supports("string_params") for t in tables):
+        out.error(layer.line, layer, f"param {param.id}={short(param.value_text)!r} is a "
+                  "string; this ncnn has only int/float params: ParamDict fails, so "
+                  f"{out.dropped}")
+        return False
+    if len(param.value_text) > STRING_MAX:
+        out.error(layer.line, layer, f"string param {param.id} is longer than {STRING_MAX} "
+                  "characters: ParamDict fails")
+        return False
+    return True
+
+
+def _list_accepted(layer: CheckedLayer, param: LayerParam, tables: Sequence[NcnnTables],
+                   out: _Collector) -> bool:
+    if not all(t.supports("list_params") for t in tables):
+        out.error(layer.line, layer, f"param {param.id}={short(param.value_text)!r} uses the "
+                  f"newer 'id=a,b,c' array syntax; this ncnn needs "
+                  f"-{ARRAY_KEY_BASE + param.id}=len,a,b,c and reads this as one scalar, "
+                  "misparsing the line")
+        return False
+    bad = [v.text for v in param.values if v.kind == "bad" or len(v.text) > TOKEN_MAX]
+    if bad:
+        out.error(layer.line, layer, f"list param {param.id}= has invalid element "
+                  f"{short(bad[0])!r} (int/float of at most {TOKEN_MAX} characters)")
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- graph
 
 
 def _check_graph(parsed: _Parsed, out: _Collector) -> None:
-    if parsed.declared_layers is not None and parsed.declared_layers != parsed.layer_line_count:
-        if parsed.declared_layers > parsed.layer_line_count:
-            why = "Net::load_param runs out of file and fails"
-        else:
-            why = "the layers past that count are never read"
-        out.error(2, None, f"line 2 declares {parsed.declared_layers} layers but the file has "
-                  f"{parsed.layer_line_count} layer lines: {why}")
+    miscount = parsed.param.layer_count_problem()
+    if miscount is not None:
+        out.problem(miscount)
+    declared_blobs = parsed.param.declared_blobs
     produced: dict[str, int] = {}
     later: dict[str, int] = {}
     for layer in parsed.layers:
@@ -513,7 +339,7 @@ def _check_graph(parsed: _Parsed, out: _Collector) -> None:
             later.setdefault(top, layer.line)
     slots = 0
     undefined: set[str] = set()
-    consumers: dict[str, list[Layer]] = {}
+    consumers: dict[str, list[CheckedLayer]] = {}
     for layer in parsed.layers:
         for bottom in layer.bottoms:
             if bottom in produced:
@@ -539,12 +365,12 @@ def _check_graph(parsed: _Parsed, out: _Collector) -> None:
                           "consumer binds to the first")
                 continue
             produced[top] = layer.line
-    if parsed.declared_blobs is not None and parsed.declared_blobs != slots:
-        if parsed.declared_blobs < slots:
+    if declared_blobs is not None and declared_blobs != slots:
+        if declared_blobs < slots:
             why = "Net::load_param writes past its blob array (memory corruption / crash)"
         else:
             why = "the count must match the file"
-        out.error(2, None, f"line 2 declares {parsed.declared_blobs} blobs but the layers produce "
+        out.error(2, None, f"line 2 declares {declared_blobs} blobs but the layers produce "
                   f"{slots} ({len(produced)} unique top names"
                   f"{f', {len(undefined)} undefined bottoms' if undefined else ''}): {why}")
     for blob, users in consumers.items():
@@ -565,35 +391,53 @@ def _param_kind(default: str) -> str:
     return "int"
 
 
-def _check_against_table(layer: Layer, table: dict, out: _Collector) -> None:
-    """Old-version rules of one table for one layer (unitv2 target)."""
-    entry = table["layers"].get(layer.type)
-    if entry is None:
+def _check_against_tables(layer: CheckedLayer, tables: NcnnTables, out: _Collector) -> None:
+    """The rules of one ncnn version's tables for one layer."""
+    spec = tables.layer(layer.type)
+    if not _check_registered(layer, tables, out):
+        return
+    if spec is not None and spec.params is not None:
+        _check_param_ids(layer, spec, out)
+    _check_enums(layer, tables, out)
+
+
+def _check_registered(layer: CheckedLayer, tables: NcnnTables, out: _Collector) -> bool:
+    """Whether ``layer.type`` loads in this ncnn; False when the other rules do not apply."""
+    spec = tables.layer(layer.type)
+    if spec is None:
+        if tables.supports("custom_layers"):
+            out.warning(layer.line, layer, f"layer type {layer.type!r} is not a built-in layer "
+                        f"of {tables.label}: loading needs a registered custom layer")
+            return True
         extra = ""
         if layer.type in FOUR_D_TYPES:
             extra = " (a 3-D op on 4-D blobs; this ncnn's Mat has at most w, h, c)"
-        out.error(layer.line, layer, f"layer type {layer.type!r} is not registered in this "
-                  f"ncnn{extra}: Net::load_param fails, and in this era its error path "
+        out.error(layer.line, layer, f"layer type {layer.type!r} is not registered in "
+                  f"{tables.label}{extra}: Net::load_param fails, and in this era its error path "
                   f"(Net::clear) segfaults; {CRASH}")
-        return
-    if not entry.get("enabled", True):
-        out.error(layer.line, layer, f"layer type {layer.type!r} is registered with a null "
-                  f"creator (ncnn_add_layer({layer.type} OFF)): Net::load_param fails and "
-                  f"segfaults; {CRASH}")
-        return
-    params: dict[str, str] = entry.get("params", {})
-    defaults: dict[str, str] = entry.get("defaults", {})
-    array_ids = set(entry.get("array_ids", []))
+        return False
+    if spec.enabled:
+        return True
+    if tables.supports("load_param_returns_error"):
+        out.error(layer.line, layer, f"layer type {layer.type!r} is still registered with a "
+                  f"null creator in {tables.label}: Net::load_param fails")
+        return True
+    out.error(layer.line, layer, f"layer type {layer.type!r} is registered with a null "
+              f"creator (ncnn_add_layer({layer.type} OFF)): Net::load_param fails and "
+              f"segfaults; {CRASH}")
+    return False
+
+
+def _check_param_ids(layer: CheckedLayer, spec: LayerSpec, out: _Collector) -> None:
+    """Every param id is one the layer reads, written in the form it reads."""
     for pid, param in sorted(layer.params.items()):
         if pid == SHAPE_HINT_ID:
             continue
-        if str(pid) not in params:
-            out.error(layer.line, layer, _unknown_id_message(layer, pid, param, params))
+        if pid not in spec.params:
+            out.error(layer.line, layer, _unknown_id_message(layer, pid, param, spec.params))
             continue
-        name = params[str(pid)]
-        kind = _param_kind(defaults.get(str(pid), "0"))
-        if pid in array_ids:
-            kind = "array"
+        name = spec.params[pid]
+        kind = "array" if pid in spec.array_ids else _param_kind(spec.defaults.get(pid, "0"))
         if kind == "array" and not param.is_array:
             out.error(layer.line, layer, f"param {pid} ({name}) is an array "
                       f"(-{ARRAY_KEY_BASE + pid}=len,...) but is written as a scalar: the layer "
@@ -610,7 +454,6 @@ def _check_against_table(layer: Layer, table: dict, out: _Collector) -> None:
                               f"{value.text!r} is written as {value.kind}: ParamDict does not "
                               f"convert, so the layer sees the raw bits ({seen!r}); write "
                               f"{_as_kind(value.number, kind)}")
-    _check_enums(layer, table, out)
 
 
 def _as_kind(number: float, kind: str) -> str:
@@ -621,67 +464,83 @@ def _as_kind(number: float, kind: str) -> str:
     return str(int(number))
 
 
-def _unknown_id_message(layer: Layer, pid: int, param: Param, params: dict[str, str]) -> str:
-    known = ", ".join(f"{k}={v}" for k, v in sorted(params.items(), key=lambda kv: int(kv[0])))
+def _unknown_id_message(layer: CheckedLayer, pid: int, param: LayerParam,
+                        params: Mapping[int, str]) -> str:
+    known = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
     if pid == 11 and layer.type in ("Reshape", "Input", "MemoryData"):
         what = ("11=d (depth) is a 4-D shape param; this ncnn's Mat has at most 3 dims (w, h, c), "
                 "so it is silently ignored and the shape is wrong")
     else:
-        what = (f"param id {pid} ({_short(param.token)}) is not read by {layer.type}::load_param "
+        what = (f"param id {pid} ({short(param.token)}) is not read by {layer.type}::load_param "
                 "here: "
                 "ncnn silently ignores it, so a newer converter's setting has no effect")
     return f"{what} (known ids: {known or 'none'})"
 
 
-def _check_enums(layer: Layer, table: dict, out: _Collector) -> None:
+def _check_enums(layer: CheckedLayer, tables: NcnnTables, out: _Collector) -> None:
+    """Enum params this ncnn accepts but cannot compute, or rejects."""
     t = layer.type
-    notes = table.get("global_notes", {})
+    limits = tables.enum_limits
     line = layer.line
-    if t in ACTIVATION_LAYERS_MAX:
+    if t in ACTIVATION_PARAMS_ID:
+        limit = limits.get("activation_type", {}).get(t)
         act = layer.scalar(9, 0)
-        limit = ACTIVATION_LAYERS_MAX[t]
-        if not 0 <= act <= limit:
+        if limit is not None and not 0 <= act <= limit:
             names = ", ".join(f"{k}={v}" for k, v in ACTIVATION_NAMES.items() if k <= limit)
             out.error(line, layer, f"9=activation_type {act} is outside 0..{limit} ({names}): "
                       "this ncnn silently applies no activation (no fused HardSwish etc.); emit "
                       "a separate activation layer")
     elif t == "BinaryOp":
         op = layer.scalar(0, 0)
-        limit = int(notes.get("binaryop_op_type_max", 8))
-        if not 0 <= op <= limit:
+        limit = limits.get("binaryop_op_type")
+        if limit is not None and not 0 <= op <= limit:
             out.error(line, layer, f"0=op_type {op} is outside 0..{limit} (ADD SUB MUL DIV MAX "
                       "MIN POW RSUB RDIV): this ncnn computes nothing for it (no RPOW/ATAN2)")
     elif t == "UnaryOp":
         op = layer.scalar(0, 0)
-        limit = int(notes.get("unaryop_op_type_max", 16))
-        if not 0 <= op <= limit:
+        limit = limits.get("unaryop_op_type")
+        if limit is not None and not 0 <= op <= limit:
             out.error(line, layer, f"0=op_type {op} is outside 0..{limit}: this ncnn computes "
                       "nothing for it (no LOG10/ROUND/TRUNC)")
     elif t == "Interp":
-        _check_interp(layer, out, latest=False)
+        _check_interp(layer, out, tables.supports("interp_no_resize_is_warning"))
     elif t == "Permute":
-        order = layer.scalar(0, 0)
-        if not 0 <= order <= 5:
-            four_d = " (a 4-D order of newer ncnn)" if 6 <= order <= 23 else ""
-            out.error(line, layer, f"0=order_type {order}{four_d} is outside 0..5 "
-                      f"({PERMUTE_3D_ORDERS}): load_param accepts it but forward has no branch "
-                      "for it and leaves the output blob empty")
+        if not tables.supports("four_d_blobs"):
+            _check_permute_3d(layer, out)
     elif t == "Softmax":
         _check_softmax(layer, out)
     elif t == "Reduction":
-        _check_reduction_old(layer, out)
-    elif t == "Reorg":
-        if layer.scalar(0, int(table["layers"][t].get("defaults", {}).get("0", "1"))) == 0:
-            out.error(line, layer, "0=stride is 0 (20201208's default when 0= is absent): "
-                      "forward divides by it; always write 0=stride")
+        if tables.supports("reduction_axes_without_batch"):
+            _check_reduction_fixbug(layer, out)
+        else:
+            _check_reduction_old(layer, out)
     else:
-        entry = table["layers"].get(t, {})
-        if entry.get("load_param_can_fail"):
-            out.warning(line, layer, f"{t}::load_param can reject its params and this linter "
-                        "has no rule for it; check it by hand")
+        _check_layer_notes(layer, tables, out)
 
 
-def _check_interp(layer: Layer, out: _Collector, latest: bool) -> None:
+def _check_layer_notes(layer: CheckedLayer, tables: NcnnTables, out: _Collector) -> None:
+    spec = tables.layer(layer.type)
+    if spec is None or spec.params is None:
+        return
+    if layer.type == "Reorg":
+        if layer.scalar(0, int(spec.defaults.get(0, "1"))) == 0:
+            out.error(layer.line, layer, "0=stride is 0 (20201208's default when 0= is absent): "
+                      "forward divides by it; always write 0=stride")
+    elif spec.load_param_can_fail:
+        out.warning(layer.line, layer, f"{layer.type}::load_param can reject its params and "
+                    "this linter has no rule for it; check it by hand")
+
+
+def _check_permute_3d(layer: CheckedLayer, out: _Collector) -> None:
+    order = layer.scalar(0, 0)
+    if not 0 <= order <= 5:
+        four_d = " (a 4-D order of newer ncnn)" if 6 <= order <= 23 else ""
+        out.error(layer.line, layer, f"0=order_type {order}{four_d} is outside 0..5 "
+                  f"({PERMUTE_3D_ORDERS}): load_param accepts it but forward has no branch "
+                  "for it and leaves the output blob empty")
+
+
+def _check_interp(layer: CheckedLayer, out: _Collector, no_resize_is_warning: bool) -> None:
     rt = layer.scalar(0, 0)
     if not 0 <= rt <= 3:
         out.error(layer.line, layer, f"0=resize_type {rt} is outside 0..3: Interp::load_param "
@@ -690,18 +549,25 @@ def _check_interp(layer: Layer, out: _Collector, latest: bool) -> None:
         given = "0=0" if 0 in layer.params else "no 0= (default 0)"
         msg = (f"resize_type is {given}: load_param accepts it but forward implements only "
                "1=nearest 2=bilinear 3=bicubic, so nothing is resized")
-        if latest:
+        if no_resize_is_warning:
             out.warning(layer.line, layer, msg)
         else:
             out.error(layer.line, layer, msg)
 
 
-def _check_softmax(layer: Layer, out: _Collector) -> None:
+def _check_softmax(layer: CheckedLayer, out: _Collector) -> None:
     axis = layer.scalar(0, 0)
     fixbug0 = layer.scalar(1, 0)
     if axis != 0 and fixbug0 == 0:
         out.error(layer.line, layer, f"0=axis {axis} without 1=1 (fixbug0): Softmax::load_param "
                   f"rejects it ('param is too old'), so {out.dropped}; add 1=1")
+
+
+def _check_reduction_fixbug(layer: CheckedLayer, out: _Collector) -> None:
+    axes = layer.array(3)
+    if axes and layer.scalar(5, 0) == 0:
+        out.error(layer.line, layer, "Reduction with -23303 axes but without 5=1: current "
+                  "ncnn's load_param rejects old-style (batch-axis) axes ('param is too old')")
 
 
 def _old_axis_meaning(axis: int) -> str:
@@ -718,7 +584,7 @@ def _new_axis_meaning(axis: int) -> str:
     return "chw"[a] if 0 <= a <= 2 else f"axis {axis}"
 
 
-def _check_reduction_old(layer: Layer, out: _Collector) -> None:
+def _check_reduction_old(layer: CheckedLayer, out: _Collector) -> None:
     reduce_all = layer.scalar(1, 1)
     axes = layer.array(3)
     if reduce_all != 0:
@@ -751,8 +617,8 @@ def _check_reduction_old(layer: Layer, out: _Collector) -> None:
 # --------------------------------------------------------------------------- generic rules
 
 
-def _check_generic(layer: Layer, target: Target, out: _Collector) -> None:
-    """Rules that hold for every ncnn (both targets)."""
+def _check_generic(layer: CheckedLayer, tables: Sequence[NcnnTables], out: _Collector) -> None:
+    """Rules that hold for every ncnn (the tables only shape a message)."""
     line = layer.line
     # net-level shape hints
     hint = layer.params.get(SHAPE_HINT_ID)
@@ -765,14 +631,14 @@ def _check_generic(layer: Layer, target: Target, out: _Collector) -> None:
             out.error(line, layer, f"-{ARRAY_KEY_BASE + SHAPE_HINT_ID}= shape hints have "
                       f"{len(hint.values)} values but {len(layer.tops)} top blob(s) need "
                       f"{4 * len(layer.tops)}: Net::load_param reads past the array")
-        elif target == "unitv2":
+        elif not all(t.supports("four_d_blobs") for t in tables):
             for j in range(len(layer.tops)):
                 dims = hint.values[4 * j].number
                 if isinstance(dims, int) and dims > 3:
                     out.warning(line, layer, f"shape hint for top {j} has dims={dims}; this "
                                 "ncnn has at most 3 dims (the hint is ignored)")
     # fused activation params
-    if layer.type in ACTIVATION_LAYERS_MAX:
+    if layer.type in ACTIVATION_PARAMS_ID:
         act = layer.scalar(9, 0)
         need = ACTIVATION_PARAMS_NEEDED.get(act)
         if need:
@@ -790,7 +656,7 @@ def _check_generic(layer: Layer, target: Target, out: _Collector) -> None:
             if value.kind == kind or value.number is None:
                 continue
             number = value.number
-            seen = _bits_int_to_float(number) if kind == "float" else _bits_float_to_int(number)
+            seen = int_bits_as_float(number) if kind == "float" else float_bits_as_int(number)
             if seen != number:
                 out.error(line, layer, f"array {param.key}= element {i} {value.text!r} is "
                           f"written as {value.kind} but read as {kind}: ParamDict stores each "
@@ -799,34 +665,16 @@ def _check_generic(layer: Layer, target: Target, out: _Collector) -> None:
                 break
 
 
-def _check_latest(layer: Layer, out: _Collector) -> None:
-    """load_param failures that current ncnn still has (ncnn-latest target)."""
-    if layer.type in LATEST_NULL_LAYERS:
-        out.error(layer.line, layer, f"layer type {layer.type!r} is still registered with a null "
-                  "creator in current ncnn: Net::load_param fails")
-    elif layer.type not in LATEST_LAYER_TYPES:
-        out.warning(layer.line, layer, f"layer type {layer.type!r} is not a built-in layer of "
-                    "current ncnn: loading needs a registered custom layer")
-    if layer.type == "Softmax":
-        _check_softmax(layer, out)
-    elif layer.type == "Interp":
-        _check_interp(layer, out, latest=True)
-    elif layer.type == "Reduction":
-        axes = layer.array(3)
-        if axes and layer.scalar(5, 0) == 0:
-            out.error(layer.line, layer, "Reduction with -23303 axes but without 5=1: current "
-                      "ncnn's load_param rejects old-style (batch-axis) axes ('param is too old')")
-
-
 # --------------------------------------------------------------------------- .bin layout
 
 # A read is (what, element_count, type): type 0 = tagged weight blob, 1 = raw fp32.
 Read = tuple[str, int, int]
-ReadModel = Callable[[Layer, bool], list[Read]]
+Supports = Callable[[str], bool]  # does every table of the target have this capability?
+ReadModel = Callable[[CheckedLayer, Supports], list[Read]]
 
 
-def _conv_reads(layer: Layer, latest: bool) -> list[Read]:
-    if latest and layer.scalar(19, 0):  # dynamic_weight: weights come from a blob
+def _conv_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
+    if supports("dynamic_weights") and layer.scalar(19, 0):  # dynamic_weight: weights come from a blob
         return []
     num_output = layer.scalar(0, 0)
     reads: list[Read] = [("weight_data", layer.scalar(6, 0), 0)]
@@ -835,30 +683,31 @@ def _conv_reads(layer: Layer, latest: bool) -> list[Read]:
     int8 = layer.scalar(8, 0)
     if int8:
         reads += [("weight_data_int8_scales", num_output, 1), ("bottom_blob_int8_scale", 1, 1)]
-        if latest and int8 > 100:
+        if supports("int8_scale_variants") and int8 > 100:
             reads.append(("top_blob_int8_scale", 1, 1))
     return reads
 
 
-def _convdw_reads(layer: Layer, latest: bool) -> list[Read]:
-    if latest and layer.scalar(19, 0):
+def _convdw_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
+    if supports("dynamic_weights") and layer.scalar(19, 0):
         return []
     reads: list[Read] = [("weight_data", layer.scalar(6, 0), 0)]
     if layer.scalar(5, 0):
         reads.append(("bias_data", layer.scalar(0, 0), 1))
     int8 = layer.scalar(8, 0)
-    if int8 in ((1, 101) if latest else (1,)):
+    variants = supports("int8_scale_variants")
+    if int8 in ((1, 101) if variants else (1,)):
         reads += [("weight_data_int8_scales", layer.scalar(7, 1), 1),
                   ("bottom_blob_int8_scales", 1, 1)]
-    elif int8 in ((2, 102) if latest else (2,)):
+    elif int8 in ((2, 102) if variants else (2,)):
         reads += [("weight_data_int8_scales", 1, 1), ("bottom_blob_int8_scales", 1, 1)]
-    if latest and int8 > 100:
+    if variants and int8 > 100:
         reads.append(("top_blob_int8_scales", 1, 1))
     return reads
 
 
-def _deconv_reads(layer: Layer, latest: bool) -> list[Read]:
-    if latest and layer.scalar(28, 0):
+def _deconv_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
+    if supports("dynamic_weights") and layer.scalar(28, 0):
         return []
     reads: list[Read] = [("weight_data", layer.scalar(6, 0), 0)]
     if layer.scalar(5, 0):
@@ -866,7 +715,7 @@ def _deconv_reads(layer: Layer, latest: bool) -> list[Read]:
     return reads
 
 
-def _innerproduct_reads(layer: Layer, latest: bool) -> list[Read]:
+def _innerproduct_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
     num_output = layer.scalar(0, 0)
     reads: list[Read] = [("weight_data", layer.scalar(2, 0), 0)]
     if layer.scalar(1, 0):
@@ -876,12 +725,12 @@ def _innerproduct_reads(layer: Layer, latest: bool) -> list[Read]:
     return reads
 
 
-def _batchnorm_reads(layer: Layer, latest: bool) -> list[Read]:
+def _batchnorm_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
     c = layer.scalar(0, 0)
     return [(name, c, 1) for name in ("slope_data", "mean_data", "var_data", "bias_data")]
 
 
-def _scale_reads(layer: Layer, latest: bool) -> list[Read]:
+def _scale_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
     size = layer.scalar(0, 0)
     if size == -233:  # scale comes from a second blob
         return []
@@ -891,10 +740,10 @@ def _scale_reads(layer: Layer, latest: bool) -> list[Read]:
     return reads
 
 
-def _memorydata_reads(layer: Layer, latest: bool) -> list[Read]:
+def _memorydata_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
     w, h, c = layer.scalar(0, 0), layer.scalar(1, 0), layer.scalar(2, 0)
-    d = layer.scalar(11, 0) if latest else 0
-    load_type = layer.scalar(21, 1) if latest else 1
+    d = layer.scalar(11, 0) if supports("four_d_blobs") else 0
+    load_type = layer.scalar(21, 1) if supports("memorydata_load_type") else 1
     if d:
         return [("data", w * h * d * c, load_type)]
     if c:
@@ -906,24 +755,24 @@ def _memorydata_reads(layer: Layer, latest: bool) -> list[Read]:
     return []
 
 
-def _embed_reads(layer: Layer, latest: bool) -> list[Read]:
+def _embed_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
     reads: list[Read] = [("weight_data", layer.scalar(3, 0), 0)]
     if layer.scalar(2, 0):
         reads.append(("bias_data", layer.scalar(0, 0), 1))
-    if latest and layer.scalar(18, 0):
+    if supports("embed_int8") and layer.scalar(18, 0):
         reads.append(("weight_data_int8_scale", 1, 1))
     return reads
 
 
-def _layernorm_reads(layer: Layer, latest: bool) -> list[Read]:
-    if latest and not layer.scalar(2, 1):
+def _layernorm_reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
+    if supports("layernorm_affine_flag") and not layer.scalar(2, 1):
         return []
     c = layer.scalar(0, 0)
     return [("gamma_data", c, 1), ("beta_data", c, 1)]
 
 
 def _affine_norm_reads(channels_id: int, affine_id: int) -> ReadModel:
-    def reads(layer: Layer, latest: bool) -> list[Read]:
+    def reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
         if not layer.scalar(affine_id, 1):
             return []
         c = layer.scalar(channels_id, 0)
@@ -932,7 +781,7 @@ def _affine_norm_reads(channels_id: int, affine_id: int) -> ReadModel:
 
 
 def _single_raw(what: str, size_id: int, flag_id: int | None = None) -> ReadModel:
-    def reads(layer: Layer, latest: bool) -> list[Read]:
+    def reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
         if flag_id is not None and not layer.scalar(flag_id, 0):
             return []
         return [(what, layer.scalar(size_id, 0), 1)]
@@ -940,7 +789,7 @@ def _single_raw(what: str, size_id: int, flag_id: int | None = None) -> ReadMode
 
 
 def _recurrent_reads(gates: int, bias_rows: int) -> ReadModel:
-    def reads(layer: Layer, latest: bool) -> list[Read]:
+    def reads(layer: CheckedLayer, supports: Supports) -> list[Read]:
         num_output = layer.scalar(0, 0)
         wds = layer.scalar(1, 0)
         nd = 2 if layer.scalar(2, 0) == 2 else 1
@@ -987,17 +836,19 @@ def _align4(n: int) -> int:
     return (n + 3) // 4 * 4
 
 
-def _walk_bin(layers: list[Layer], data: bytes, target: Target, reads_weights: set[str],
-              out: _Collector) -> None:
-    latest = target == "ncnn-latest"
+def _walk_bin(layers: list[CheckedLayer], data: bytes, tables: Sequence[NcnnTables],
+              target: str, out: _Collector) -> None:
+    def supports(capability: str) -> bool:
+        return all(t.supports(capability) for t in tables)
+
+    unmodelled_layouts = frozenset().union(*(t.unmodelled_weight_layouts for t in tables))
     size = len(data)
     offset = 0
-    last_reader: Layer | None = None
+    last_reader: CheckedLayer | None = None
     for layer in layers:
         model = WEIGHT_MODELS.get(layer.type)
-        unmodelled = (latest and layer.type in LATEST_UNMODELLED_WEIGHT_READERS) or (
-            model is None and (layer.type in reads_weights
-                               or layer.type in LATEST_UNMODELLED_WEIGHT_READERS))
+        unmodelled = layer.type in unmodelled_layouts or (
+            model is None and layer.type in WEIGHT_READERS_WITHOUT_MODEL)
         if unmodelled:
             out.warning(layer.line, layer, f"{layer.type} reads weights from the .bin but its "
                         f"layout is not modelled for {target}: .bin size not checked from "
@@ -1010,7 +861,7 @@ def _walk_bin(layers: list[Layer], data: bytes, target: Target, reads_weights: s
                         f"checked from here on (offset {offset})")
             return
         try:
-            reads = model(layer, latest)
+            reads = model(layer, supports)
         except _ModelError as exc:
             out.error(layer.line, layer, f"{exc}; .bin not checked further")
             return
@@ -1088,29 +939,32 @@ def _merge_tables(per_table: list[list[Finding]], path: str) -> list[Finding]:
     return result
 
 
-def lint_param(param_path: Path, bin_path: Path | None = None,
-               target: Target = "unitv2") -> list[Finding]:
-    """Lint ``param_path`` (and its ``.bin``) for ``target``; findings sorted by line.
+def _table_findings(layers: list[CheckedLayer], tables: Sequence[NcnnTables],
+                    path: str) -> list[Finding]:
+    """Each table's rules; a finding names its tables when the target has several."""
+    per_table = []
+    for table in tables:
+        out = _Collector(path, table.name if len(tables) > 1 else None,
+                         dropped_layer([table]))
+        for layer in layers:
+            _check_against_tables(layer, table, out)
+        per_table.append(out.items)
+    return _merge_tables(per_table, path) if len(tables) > 1 else per_table[0]
 
-    ``bin_path`` defaults to the ``.bin`` next to the ``.param`` (same stem); if that
-    does not exist the ``.bin`` checks are skipped with a warning.
-    """
-    if target not in ("unitv2", "ncnn-latest"):
-        raise ValueError(f"unknown target {target!r}")
-    param_path = Path(param_path)
-    path = str(param_path)
-    out = _Collector(path, latest=target == "ncnn-latest")
+
+def _read_text(param_path: Path, out: _Collector) -> str | None:
+    """The .param as text (carriage returns dropped); None after an error finding."""
     try:
         raw = param_path.read_bytes()
     except OSError as exc:
         out.error(0, None, f"cannot read the .param: {exc}")
-        return out.items
+        return None
     if not raw.strip():
         out.error(0, None, "the .param is empty")
-        return out.items
-    if raw.startswith(struct.pack("<i", MAGIC)):
+        return None
+    if raw.startswith(struct.pack("<i", int(PARAM_MAGIC))):
         out.error(0, None, "this is a binary .param.bin (ncnn2mem output), not a text .param")
-        return out.items
+        return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1119,48 +973,55 @@ def lint_param(param_path: Path, bin_path: Path | None = None,
         out.error(line, None, "the .param is not UTF-8 text (binary or corrupted?)")
     if "\0" in text:
         out.error(text[: text.index("\0")].count("\n") + 1, None, "the .param contains NUL bytes")
-        return _sorted(out.items)
-    text = text.replace("\r", "")
+        return None
+    return text.replace("\r", "")
 
-    parsed = _parse_file(text, target, out)
-    _check_graph(parsed, out)
-    for layer in parsed.layers:
-        _check_generic(layer, target, out)
 
-    findings = list(out.items)
-    reads_weights: set[str] = set()
-    if target == "unitv2":
-        per_table = []
-        for name in UNITV2_TABLES:
-            table = _read_table(name)
-            reads_weights |= {t for t, e in table["layers"].items() if e.get("reads_weights")}
-            tout = _Collector(path, name)
-            for layer in parsed.layers:
-                _check_against_table(layer, table, tout)
-            per_table.append(tout.items)
-        findings += _merge_tables(per_table, path)
-    else:
-        lout = _Collector(path, latest=True)
-        for layer in parsed.layers:
-            _check_latest(layer, lout)
-        findings += lout.items
-
-    bout = _Collector(path)
+def _bin_findings(param_path: Path, bin_path: Path | None, layers: list[CheckedLayer],
+                  tables: Sequence[NcnnTables], target: str) -> list[Finding]:
+    out = _Collector(str(param_path))
     if bin_path is None:
         candidate = param_path.with_suffix(".bin")
         if candidate.is_file():
             bin_path = candidate
         else:
-            bout.warning(0, None, f"no .bin given and {candidate.name} does not exist: .bin "
-                         "layout not checked")
+            out.warning(0, None, f"no .bin given and {candidate.name} does not exist: .bin "
+                        "layout not checked")
     if bin_path is not None:
         try:
             data = Path(bin_path).read_bytes()
         except OSError as exc:
-            bout.error(0, None, f"cannot read the .bin {bin_path}: {exc}")
+            out.error(0, None, f"cannot read the .bin {bin_path}: {exc}")
         else:
-            _walk_bin(parsed.layers, data, target, reads_weights, bout)
-    findings += bout.items
+            _walk_bin(layers, data, tables, target, out)
+    return out.items
+
+
+def lint_param(param_path: Path, bin_path: Path | None = None, target: Target = "unitv2",
+               tables: Sequence[NcnnTables] | None = None) -> list[Finding]:
+    """Lint ``param_path`` (and its ``.bin``) for ``target``; findings sorted by line.
+
+    ``tables`` (the ncnn versions to check against) default to those of ``target``
+    (``LINT_TARGETS``); given, ``target`` only names them in messages.
+    ``bin_path`` defaults to the ``.bin`` next to the ``.param`` (same stem); if that
+    does not exist the ``.bin`` checks are skipped with a warning.
+    """
+    if tables is None:
+        tables = target_tables(target)
+    elif not tables:
+        raise ValueError("lint_param needs at least one table")
+    param_path = Path(param_path)
+    path = str(param_path)
+    out = _Collector(path, dropped=dropped_layer(tables))
+    text = _read_text(param_path, out)
+    if text is None:
+        return _sorted(out.items)
+    parsed = _read(text, tables, out)
+    _check_graph(parsed, out)
+    for layer in parsed.layers:
+        _check_generic(layer, tables, out)
+    findings = out.items + _table_findings(parsed.layers, tables, path)
+    findings += _bin_findings(param_path, bin_path, parsed.layers, tables, target)
     return _sorted(findings)
 
 
@@ -1168,20 +1029,23 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.line, f.severity != "error"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("param", type=Path)
-    parser.add_argument("--bin", type=Path, default=None)
-    parser.add_argument("--target", choices=("unitv2", "ncnn-latest"), default="unitv2")
-    args = parser.parse_args(argv)
-    findings = lint_param(args.param, args.bin, args.target)
+@click.command("ncnn-lint", cls=OneLineCommand, help=__doc__.split("\n\n")[0])
+@click.argument("param", type=click.Path(path_type=Path))
+@click.option("--bin", "bin_path", type=click.Path(path_type=Path), default=None,
+              help="The weights (default: the .bin next to PARAM).")
+@click.option("--target", type=click.Choice(sorted(LINT_TARGETS)), default="unitv2",
+              show_default=True, help="The ncnn to lint against.")
+@one_line_errors("ncnn-lint")
+def main(param: Path, bin_path: Path | None, target: str) -> int:
+    """Print every finding; exit 1 when one is an error."""
+    findings = lint_param(param, bin_path, target)
     for f in findings:
-        print(f"{f.severity.upper()}: {f}")
+        click.echo(f"{f.severity.upper()}: {f}")
     errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
-    print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    click.echo(f"{errors} error(s), {warnings} warning(s)", err=True)
     return 1 if errors else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(prog_name="python -m convert.ncnn_lint")

@@ -25,7 +25,8 @@ import onnxruntime as ort
 
 from common.errors import InputError
 from common.threads import configure_ncnn
-from parity.ncnn_param import Param
+from parity.ncnn_param import Layer
+from parity.runners.ncnn_runner import net_layers
 
 # Layers not checked: Input is the feed itself, Split's tops are copies of its bottom.
 _SKIPPED_LAYERS = {"Input", "Split"}
@@ -94,8 +95,9 @@ def blame_ncnn_against_onnx(onnx_path: Path, param: Path, weights: Path, input_n
     feed = np.ascontiguousarray(feed, dtype=np.float32)
     onnx_tensors = _onnx_intermediates(Path(onnx_path), input_name, feed)
     pool = _TensorPool(onnx_tensors)
-    layers = Param.read(Path(param)).layers
-    blobs = _ncnn_blobs(Path(param), Path(weights), input_name, feed, layers)
+    net = _load_net(Path(param), Path(weights))
+    layers = net_layers(net)
+    blobs = _ncnn_blobs(net, input_name, feed, layers)
 
     checked: list[LayerBlame] = []
     unmatched = 0
@@ -158,9 +160,8 @@ def _onnx_intermediates(path: Path, input_name: str, feed: np.ndarray) -> dict[s
     return dict(sorted(tensors.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
-def _ncnn_blobs(param: Path, weights: Path, input_name: str, feed: np.ndarray,
-                layers: list) -> dict[str, np.ndarray]:
-    """Every top blob of every layer, computed by one extractor that keeps them all."""
+def _load_net(param: Path, weights: Path) -> ncnn.Net:
+    """The net in fp32, keeping every intermediate blob."""
     net = ncnn.Net()
     configure_ncnn(net.opt)
     net.opt.use_fp16_storage = False
@@ -171,6 +172,12 @@ def _ncnn_blobs(param: Path, weights: Path, input_name: str, feed: np.ndarray,
         raise InputError(param, "ncnn cannot load this param file")
     if net.load_model(str(weights)) != 0:
         raise InputError(weights, "ncnn cannot load these weights (too short for the param?)")
+    return net
+
+
+def _ncnn_blobs(net: ncnn.Net, input_name: str, feed: np.ndarray,
+                layers: list[Layer]) -> dict[str, np.ndarray]:
+    """Every top blob of every layer, computed by one extractor that keeps them all."""
     array = np.ascontiguousarray(feed[0], dtype=np.float32)  # ncnn.Mat borrows this memory
     extractor = net.create_extractor()
     extractor.set_light_mode(False)

@@ -111,7 +111,7 @@ def test_corrupted_weights_are_blamed(legacy_folder, feed, tmp_path):
 def test_transposed_output_is_blamed(legacy_folder, feed, tmp_path):
     """An output in the wrong layout departs even though its values are all there."""
     param = Param.read(legacy_folder / "model.param")
-    layer = param.producer("cls_pred_stride_16")
+    [layer] = [layer for layer in param.layers if "cls_pred_stride_16" in layer.tops]
     assert layer.type == "Permute"
     layer.set(0, "0")  # keep [80, cells] instead of the firmware's [cells, 80]
     param.write(tmp_path / "model.param")

@@ -201,17 +201,19 @@ def test_tolerance_limits_are_checked(tmp_path, text, phrase):
 
 
 @pytest.mark.parametrize("text, phrase", [
-    ("", "line 1 is not 7767517"),
-    ("7767517\n", "line 2: must be the layer count and the blob count"),
-    ("7767517\n1 x\n", "line 2: must be the layer count"),
-    ("7767517\n2 1\nInput data 0 1 data\n", "line 2: declares 2 layers but the file has 1"),
-    ("7767517\n1 1\nInput data 0\n", "line 3: not 'type name inputs outputs"),
-    ("7767517\n1 1\nInput data 0 3 data\n", "line 3: names fewer than its 0 + 3 blobs"),
-    ("7767517\n1 1\nInput data 0 1 data 0=1 x\n", "line 3: 'x' is not a key=value param"),
-    ("7767517\n1 1\nInput data 0 1 data " + "9" * 5000 + "=1\n", "is not a key=value"),
-    ("7767517\n1 1\nInput data ٣ 1 data\n", "line 3: not 'type name"),
+    ("", "line 1 must be the magic 7767517, got ''"),
+    ("7767517\n", "line 2 must be '<layer_count> <blob_count>'"),
+    ("7767517\n1 x\n", "line 2 must be '<layer_count> <blob_count>'"),
+    ("7767517\n2 1\nInput data 0 1 data\n", "line 2 declares 2 layers but the file has 1"),
+    ("7767517\n1 1\nInput data 0\n", "line 3: layer line needs '<Type> <name>"),
+    ("7767517\n1 1\nInput data 0 3 data\n", "line 3: declares 0 bottom and 3 top blobs but "
+     "only 1 names follow"),
+    ("7767517\n1 1\nInput data 0 1 data 0=1 x\n", "line 3: token 'x' is not id=value"),
+    ("7767517\n1 1\nInput data 0 1 data " + "9" * 5000 + "=1\n", "is not id=value"),
+    ("7767517\n1 1\nInput data ٣ 1 data\n", "line 3: declares 3 bottom and 1 top blobs"),
+    ("7767517\n1 1\nInput data 0 1 " + "d" * 256 + "\n", "line 3: blob name is 256 characters"),
 ], ids=["empty", "no-counts", "bad-count", "layer-count", "short-layer", "few-blobs",
-        "bad-param", "long-key", "non-ascii-digit"])
+        "bad-param", "long-key", "non-ascii-digit", "long-name"])
 def test_param_lines_are_checked(text, phrase):
     refused(lambda: Param.parse(text, "m.param"), "m.param", phrase)
 
@@ -221,6 +223,40 @@ def test_param_read_names_the_file(tmp_path):
     path.write_bytes(b"7767517\n\xff\n")
     refused(lambda: Param.read(path), str(path), "not UTF-8")
     refused(lambda: Param.read(tmp_path / "none.param"), "none.param", "cannot be read")
+
+
+ODD_LAYOUT = ("7767517\r\n2 2\r\n\r\nInput  in 0 1 data 0=8 1=8 2=3\r\n"
+              'UnaryOp   u 1 1 data out 0=7 -23309=2,1,2.5 3="a b"  \r\n')
+
+
+def test_an_unchanged_param_is_written_back_byte_for_byte(tmp_path):
+    path = tmp_path / "m.param"
+    path.write_bytes(ODD_LAYOUT.encode())
+    param = Param.read(path)
+    param.rename_blob("nowhere", "x")
+    param.write(tmp_path / "copy.param")
+    assert (tmp_path / "copy.param").read_bytes() == ODD_LAYOUT.encode()
+
+
+def test_param_layers_are_typed():
+    unary = Param.parse(ODD_LAYOUT).layers[1]
+    assert (unary.line, unary.type, unary.bottoms, unary.tops) == (5, "UnaryOp", ["data"], ["out"])
+    array, text = unary.params[1], unary.params[2]
+    assert (array.key, array.id, array.form) == (-23309, 9, "array")
+    assert [(v.kind, v.number) for v in array.values] == [("int", 1), ("float", 2.5)]
+    assert (text.form, text.value_text) == ("string", '"a b"')  # one quoted token
+    assert unary.scalar(0, 0) == 7 and unary.get(-23309) == "2,1,2.5"
+
+
+def test_an_edited_param_is_written_as_pnnx_writes_it():
+    param = Param.parse(ODD_LAYOUT)
+    param.rename_blob("data", "input")
+    param.layers[1].set(0, "8")
+    assert param.text() == (
+        "7767517\n2 2\n"
+        f"{'Input':<24} {'in':<24} 0 1 input 0=8 1=8 2=3\n"
+        f"{'UnaryOp':<24} {'u':<24} 1 1 input out 0=8 -23309=2,1,2.5 3=\"a b\"\n")
+    assert len(Param.parse(param.text()).layers) == 2
 
 
 LONG = "9" * 5000  # int() refuses more than 4300 digits
@@ -364,9 +400,8 @@ def mutated_param(draw: st.DrawFn, text: str) -> str:
 def assert_param_usable(param: Param) -> None:
     """What callers do with a parsed param works: get/set every key, write and re-read."""
     for layer in param.layers:
-        for token in layer.params:
-            key = int(token.partition("=")[0])
-            layer.set(key, layer.get(key))
+        for typed in list(layer.params):
+            layer.set(typed.key, layer.get(typed.key))
     assert len(Param.parse(param.text()).layers) == len(param.layers)
 
 

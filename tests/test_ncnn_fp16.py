@@ -10,7 +10,6 @@ import ncnn
 import numpy as np
 import pytest
 
-from parity.runners import ncnn_fp16
 from parity.runners.ncnn_fp16 import Fp16EmulatedNcnnRunner, fp16_round
 from parity.runners.ncnn_runner import NcnnRunner
 from tests.conftest import IMAGES, REFERENCE_NCNN
@@ -28,6 +27,28 @@ BRANCH_CONV = "433"  # Conv_9 on 425_splitncnn_0: its only input is the (rounded
 
 def _is_fp16(x: np.ndarray) -> bool:
     return np.array_equal(x, x.astype(np.float16).astype(np.float32))
+
+
+class Substituting(Fp16EmulatedNcnnRunner):
+    """Feeds `substitutes[blob]` instead of the rounded blob (an experiment's fault)."""
+
+    def __init__(self, *args, substitutes: dict[str, np.ndarray]):
+        super().__init__(*args)
+        unused = set(substitutes) - set(self.schedule)
+        assert not unused, f"{sorted(unused)} are not computed on the way to the outputs"
+        self.substitutes = substitutes
+
+    def feed_back(self, blob: str, value: np.ndarray) -> np.ndarray:
+        if blob in self.substitutes:
+            return np.array(self.substitutes[blob], dtype=np.float32, copy=True)
+        return super().feed_back(blob, value)
+
+
+class Unrounded(Fp16EmulatedNcnnRunner):
+    """The layer-by-layer machinery without any rounding."""
+
+    def feed_back(self, blob: str, value: np.ndarray) -> np.ndarray:
+        return np.array(value, dtype=np.float32, copy=True)
 
 
 @pytest.fixture(scope="module")
@@ -140,23 +161,23 @@ def test_feeding_an_intermediate_blob_overrides_it(feed, fp16, results):
     # way into the stride-8 head. The stride-8 outputs change, so the fed blob
     # (normally the rounded one) is what the next layer reads; the other
     # levels read 733's other split copy and are bit-identical.
-    corrupted = fp16.infer(feed, override={"733_splitncnn_0": np.zeros((96, 40, 40), np.float32)})
+    substituted = Substituting(PARAM, WEIGHTS, INPUT, OUTPUTS, substitutes={
+        "733_splitncnn_0": np.zeros((96, 40, 40), np.float32)})
+    corrupted = substituted.infer(feed)
     assert np.abs(corrupted["792"] - emulated["792"]).max() > 0.01
     assert np.abs(corrupted["795"] - emulated["795"]).max() > 0.1
     for blob in ["814", "817", "836", "839"]:
         assert np.array_equal(corrupted[blob], emulated[blob]), blob
+    misshapen = Substituting(PARAM, WEIGHTS, INPUT, OUTPUTS, substitutes={
+        "733_splitncnn_0": np.zeros((96, 40), np.float32)})
     with pytest.raises(ValueError, match="shape"):
-        fp16.infer(feed, override={"733_splitncnn_0": np.zeros((96, 40), np.float32)})
-    with pytest.raises(ValueError, match="cannot override"):
-        fp16.infer(feed, override={"no-such-blob": zeros})
+        misshapen.infer(feed)
 
 
-def test_layer_by_layer_without_rounding_is_plain_ncnn(feed, results, monkeypatch):
+def test_layer_by_layer_without_rounding_is_plain_ncnn(feed, results):
     """The extract/feed-back machinery itself is exact: all differences are rounding."""
     plain, _ = results
-    monkeypatch.setattr(ncnn_fp16, "fp16_round", lambda x: np.array(x, np.float32, copy=True))
-    runner = Fp16EmulatedNcnnRunner(PARAM, WEIGHTS, INPUT, OUTPUTS, round_input=False)
-    unrounded = runner.infer(feed)
+    unrounded = Unrounded(PARAM, WEIGHTS, INPUT, OUTPUTS).infer(feed)
     for blob in OUTPUTS:
         assert np.array_equal(unrounded[blob], plain[blob]), blob
 
@@ -168,13 +189,13 @@ def test_deterministic(feed, fp16, results):
         assert np.array_equal(first[blob], second[blob]), blob
 
 
-def test_round_input_flag(feed):
-    rounded = Fp16EmulatedNcnnRunner(PARAM, WEIGHTS, INPUT, [FIRST_CONV])
-    raw = Fp16EmulatedNcnnRunner(PARAM, WEIGHTS, INPUT, [FIRST_CONV], round_input=False)
+def test_the_input_is_rounded(feed):
+    runner = Fp16EmulatedNcnnRunner(PARAM, WEIGHTS, INPUT, [FIRST_CONV])
+    plain = NcnnRunner(PARAM, WEIGHTS, INPUT, [FIRST_CONV])
     assert not _is_fp16(feed)
-    assert not np.array_equal(rounded.infer(feed)[FIRST_CONV], raw.infer(feed)[FIRST_CONV])
-    assert np.array_equal(rounded.infer(feed)[FIRST_CONV],
-                          raw.infer(fp16_round(feed))[FIRST_CONV])
+    first = runner.infer(feed)[FIRST_CONV]
+    assert np.array_equal(first, runner.infer(fp16_round(feed))[FIRST_CONV])
+    assert not np.array_equal(first, fp16_round(plain.infer(feed)[FIRST_CONV]))
 
 
 def test_runner_interface():

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from convert.ncnn_lint import UNITV2_TABLES, Finding, lint_param, load_table
+from convert.ncnn_lint import LINT_TARGETS, Finding, lint_param, main
+from parity.ncnn_tables import TABLE_FILES, ncnn_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "fixtures" / "reference-ncnn"
-BOTH = ",".join(UNITV2_TABLES)
+BOTH = ",".join(LINT_TARGETS["unitv2"])
 
 # A tiny valid net: Input 16x16x3 -> 3x3 conv (8 outputs, bias, ReLU) -> Sigmoid.
 CONV_LINE = "Convolution conv0 1 1 data c0 0=8 1=3 4=1 5=1 6=216 9=1"
@@ -87,14 +92,39 @@ def test_crafted_base_is_clean(tmp_path: Path) -> None:
     assert lint_param(param, target="ncnn-latest") == []
 
 
-def test_load_table() -> None:
-    for name in UNITV2_TABLES:
-        table = load_table(name)
-        assert table["layers"]["Convolution"]["reads_weights"] is True
-        assert table["layers"]["ArgMax"]["enabled"] is False
-    table = load_table("ncnn-20210222")
-    table["layers"].clear()  # a copy: the linter's own table is untouched
-    assert load_table("ncnn-20210222")["layers"]
+def test_tables_by_name() -> None:
+    for name in LINT_TARGETS["unitv2"]:
+        tables = ncnn_tables(name)
+        assert tables.name == name
+        assert tables.layer("Convolution").reads_weights is True
+        assert tables.has_layer("ArgMax") and tables.layer("ArgMax").enabled is False
+        assert tables.layer("Convolution").params[9] == "activation_type"
+        assert not tables.supports("string_params")
+    latest = ncnn_tables("ncnn-latest")
+    assert latest.supports("string_params") and latest.has_layer("Einsum")
+    assert not ncnn_tables("ncnn-20201208").has_layer("Einsum")
+    with pytest.raises(TypeError):  # read-only: a rule cannot change the tables it reads
+        ncnn_tables("ncnn-20210222").layers["Convolution"] = None
+    with pytest.raises(KeyError, match="ncnn-99"):
+        ncnn_tables("ncnn-99")
+    with pytest.raises(KeyError, match="unknown ncnn capability"):
+        latest.supports("time_travel")
+
+
+def test_a_new_ncnn_version_is_one_data_file_and_one_registry_line(tmp_path, monkeypatch):
+    data = json.loads((ROOT / "parity" / "data" / "ncnn-20210222.json").read_text())
+    data["version"] = "20220101"
+    data["layers"]["Erf"] = {"enabled": True, "params": {}}
+    data["capabilities"].append("four_d_blobs")
+    path = tmp_path / "ncnn-20220101.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.setitem(TABLE_FILES, "ncnn-20220101", path)
+    newer = ncnn_tables("ncnn-20220101")
+    assert newer.version == "20220101" and newer.supports("four_d_blobs")
+    for line, layer_type in (("Erf e 1 1 c0 out", "Erf"), ("Permute p 1 1 c0 out 0=12", "Permute")):
+        param = write_param(tmp_path, replace("Sigmoid", line))
+        the_error(lint_param(param), layer_type=layer_type)  # the UnitV2's ncnn: an error
+        assert lint_param(param, tables=[newer]) == []
 
 
 def test_finding_str() -> None:
@@ -617,3 +647,27 @@ def test_bin_walk_agrees_with_ncnn(tmp_path: Path, stem: str) -> None:
         linted = errors(lint_param(param, bin_path, target="ncnn-latest"))
         assert loaded is not short
         assert bool(linted) is short
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_command_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    clean = runner.invoke(main, [str(write_param(tmp_path, BASE))])
+    assert clean.exit_code == 0 and clean.output == "0 error(s), 0 warning(s)\n"
+    param = write_param(tmp_path, replace("Sigmoid", "Softmax sm 1 1 c0 out 0=1"), name="bad")
+    found = runner.invoke(main, [str(param), "--target", "ncnn-latest"])
+    assert found.exit_code == 1
+    assert found.output.startswith(f"ERROR: {param}:5: Softmax sm: 0=axis 1 without 1=1")
+    usage = runner.invoke(main, [str(param), "--target", "esp32"])
+    assert usage.exit_code == 2
+    assert len(usage.output.splitlines()) == 1 and "esp32" in usage.output
+
+
+def test_run_as_a_module(tmp_path: Path) -> None:
+    param = write_param(tmp_path, replace("Sigmoid", "FancyOp sig 1 1 c0 out"))
+    done = subprocess.run([sys.executable, "-m", "convert.ncnn_lint", str(param)],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "not registered" in done.stdout and done.stderr == "1 error(s), 0 warning(s)\n"

@@ -9,7 +9,7 @@ ignores that option, so it is emulated twice over:
 * ``Fp16EmulatedNcnnRunner`` (the reference it is tested against) drives the
   net one layer at a time: it extracts each layer's top blobs, rounds them to
   fp16 in numpy and feeds the rounded copies back by name
-  (``Extractor.input`` on an intermediate blob).
+  (``Extractor.input`` on an intermediate blob; ``feed_back`` says what is fed).
 
 Both give the same bits; the next layers consume exactly what fp16 storage
 would have handed them.
@@ -28,7 +28,7 @@ import torch
 
 from common.errors import InputError
 from parity.ncnn_param import Layer, Param
-from parity.runners.ncnn_runner import NcnnRunner
+from parity.runners.ncnn_runner import NcnnRunner, net_layers
 
 _CHUNK = 32768  # torch's grain size: smaller casts run on the calling thread only
 
@@ -59,7 +59,7 @@ class Fp16EmulatedNcnnRunner:
     """ncnn run layer by layer, every intermediate blob rounded to fp16 (as fp16 storage does)."""
 
     def __init__(self, param: Path, weights: Path, input_name: str, output_names: list[str],
-                 name: str = "ncnn-fp16", threads: int = 1, round_input: bool = True):
+                 name: str = "ncnn-fp16", threads: int = 1):
         # The plain runner loads the net with fp32 options and checks the blob names.
         self._plain = NcnnRunner(param, weights, input_name, output_names, name=name,
                                  threads=threads)
@@ -67,11 +67,7 @@ class Fp16EmulatedNcnnRunner:
         self.name = name
         self.input_name = input_name
         self.output_names = list(output_names)
-        self.round_input = round_input
-        try:
-            layers = Param.read(Path(param)).layers
-        except ValueError as error:
-            raise InputError(param, str(error)) from error
+        layers = net_layers(self.net)
         produced = {top for layer in layers if layer.type != "Input" for top in layer.tops}
         missing = [blob for blob in self.output_names if blob not in produced]
         if missing:
@@ -87,21 +83,18 @@ class Fp16EmulatedNcnnRunner:
         self.schedule: list[str] = [top for layer in layers if layer.type != "Input"
                                     for top in layer.tops if top in needed]
 
-    def infer(self, feed: np.ndarray, *,
-              override: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Run one 1x3xHxW tensor; outputs without the batch dim, fp16-representable.
+    def feed_back(self, blob: str, value: np.ndarray) -> np.ndarray:
+        """What the layers after `blob` (or the input) read: `value` rounded to fp16.
 
-        ``override`` (tests, experiments) replaces named intermediate blobs: the
-        given array (same shape as the blob) is fed instead of the rounded blob.
+        Returns a new C-contiguous float32 array of `value`'s shape, never `value`
+        itself (which may be ncnn's memory).
         """
-        override = override or {}
-        unused = set(override) - set(self.schedule)
-        if unused:
-            raise ValueError(f"cannot override {sorted(unused)!r}: not computed on the way "
-                             f"to {self.output_names!r}")
-        array = np.ascontiguousarray(feed[0], dtype=np.float32)
-        if self.round_input:
-            array = fp16_round(array)
+        return fp16_round(value)
+
+    def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
+        """Run one 1x3xHxW tensor; outputs without the batch dim, as fed back."""
+        array = self.feed_back(self.input_name,
+                               np.ascontiguousarray(feed[0], dtype=np.float32))
         # ncnn.Mat(array) borrows numpy memory; `_owned` copies it into ncnn's own
         # memory at once, and every array wrapped is referenced in `keep` until
         # the extractor is gone anyway. The copy is needed: an in-place layer
@@ -117,13 +110,10 @@ class Fp16EmulatedNcnnRunner:
                 if status != 0:
                     raise InputError(blob, f"ncnn could not compute blob {blob!r}")
                 computed = np.asarray(mat)  # a view of ncnn's memory, elempack 1
-                if blob in override:
-                    fed = np.array(override[blob], dtype=np.float32, copy=True)
-                    if fed.shape != computed.shape:
-                        raise ValueError(f"override for {blob!r} has shape {fed.shape}, "
-                                         f"the blob {computed.shape}")
-                else:
-                    fed = fp16_round(computed)  # a new array, not ncnn's memory
+                fed = np.ascontiguousarray(self.feed_back(blob, computed), dtype=np.float32)
+                if fed.shape != computed.shape:
+                    raise ValueError(f"fed back {fed.shape} for blob {blob!r} of shape "
+                                     f"{computed.shape}")
                 del computed, mat
                 keep.append(fed)
                 extractor.input(blob, _owned(fed))
@@ -168,8 +158,8 @@ def with_fp16_casts(param: Param, keep: set[str]) -> Param:
             continue
         for top in layer.tops:
             half, rounded = f"{top}__fp16", f"{top}__rounded"
-            layers += [Layer("Cast", f"{top}__to_fp16", [top], [half], ["0=1", "1=2"]),
-                       Layer("Cast", f"{top}__to_fp32", [half], [rounded], ["0=2", "1=1"])]
+            layers += [Layer.build("Cast", f"{top}__to_fp16", [top], [half], ["0=1", "1=2"]),
+                       Layer.build("Cast", f"{top}__to_fp32", [half], [rounded], ["0=2", "1=1"])]
             renamed[top] = rounded
     return Param(layers)
 
@@ -185,12 +175,14 @@ class Fp16CastNcnnRunner:
                  name: str = "ncnn-fp16", threads: int = 1):
         self.name = name
         self.output_names = list(output_names)
-        try:
-            rewritten = with_fp16_casts(Param.read(Path(param)), set(self.output_names)).text()
-        except (OSError, ValueError, IndexError) as error:
-            raise InputError(param, f"not a readable ncnn param: {error}") from None
+        original = Param.read(Path(param))
+        rewritten = with_fp16_casts(original, set(self.output_names)).text()
         self._runner = NcnnRunner(param, weights, input_name, self.output_names, name, threads,
                                   param_text=rewritten)
+        known = original.blob_names()  # the rewritten net has Cast blobs besides
+        for blob in [input_name, *self.output_names]:
+            if blob not in known:
+                raise InputError(param, f"has no blob named {blob!r}")
 
     def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self._runner.infer(fp16_round(feed))

@@ -9,7 +9,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.threads import configure_ncnn
-from parity.ncnn_param import Param
+from parity.ncnn_param import Layer, Param
 
 
 class NcnnRunner:
@@ -32,10 +32,9 @@ class NcnnRunner:
             raise InputError(param, "ncnn cannot load this param file")
         if self.net.load_model(str(weights)) != 0:
             raise InputError(weights, "ncnn cannot load these weights (too short for the param?)")
-        blobs = set(self.net.input_names()) | set(self.net.output_names())
-        known = param_blobs(param)
+        known = {blob.name for blob in self.net.blobs()}
         for blob in [input_name, *self.output_names]:
-            if blob not in known and blob not in blobs:
+            if blob not in known:
                 raise InputError(param, f"has no blob named {blob!r}")
 
     def infer(self, feed: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,9 +53,12 @@ class NcnnRunner:
 
 
 def param_blobs(param: Path) -> set[str]:
-    """Every blob name the param file mentions."""
-    try:
-        layers = Param.read(param).layers
-    except (OSError, ValueError, IndexError) as exc:
-        raise InputError(param, f"not a readable ncnn param: {exc}") from None
-    return {blob for layer in layers for blob in (*layer.bottoms, *layer.tops)}
+    """Every blob name the param file mentions (InputError naming it if unreadable)."""
+    return Param.read(param).blob_names()
+
+
+def net_layers(net: ncnn.Net) -> list[Layer]:
+    """The layers of a loaded net in file order (type, name and blob names; no params)."""
+    names = [blob.name for blob in net.blobs()]
+    return [Layer(layer.type, layer.name, [names[i] for i in layer.bottoms],
+                  [names[i] for i in layer.tops]) for layer in net.layers()]
