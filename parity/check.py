@@ -21,6 +21,7 @@ from parity.images import CameraFrame, Photo, UnusableImage
 from parity.model_folder import read_model_folder
 from parity.preprocess import SharedInput, frame_to_tensor
 from parity.runners.torch_runner import FREEZE_PAYS_FROM
+from parity.stage_registry import JSON_LINES
 from parity.stages import Stage, StageContext, build_stages
 from parity.tensor_stats import tensor_record
 
@@ -36,42 +37,39 @@ class CheckInputs:
     freeze_torch: bool = False  # see SharedForward; run_records turns it on for long runs
 
 
-def _class_columns(stage: Stage, blob: str, num_classes: int) -> int | None:
-    if stage.layout == "plus-native":
-        return num_classes
-    return num_classes if blob.startswith("cls") else None
-
-
-def _as_compared(stage: Stage, blob: str, value: np.ndarray) -> np.ndarray:
-    """Legacy dis blobs are compared as the firmware reads them: softmax per side.
-
-    Their raw logits are log-probabilities; near the probability floor a tiny
-    change of a distance moves a logit by whole units without changing any box.
-    """
-    if stage.layout != "legacy" or not blob.startswith("dis") or value.ndim != 2 \
-            or value.shape[1] % 4:
-        return value
-    sides = value.reshape(len(value), 4, -1).astype(np.float64)
-    sides -= sides.max(axis=2, keepdims=True)
-    np.exp(sides, out=sides)
-    sides /= sides.sum(axis=2, keepdims=True)
-    return sides.reshape(value.shape)
-
-
-# Tensor comparisons: each stage against the stage it was made from (falling back to
-# earlier ones when that one is absent). ncnn-fp16 and device both run the ncnn files.
-COMPARED_WITH = {"onnx": ("torch-legacy",), "onnx-sim": ("onnx", "torch-legacy"),
-                 "ncnn": ("onnx-sim", "onnx", "torch-legacy"), "ncnn-fp16": ("ncnn",),
-                 "device": ("ncnn",)}
-
-
 def _predecessor(stage: Stage, stages: list[Stage], done: dict[str, Any]) -> Stage | None:
     """The stage `stage` is compared with, tensor to tensor, if it ran on this image."""
     by_name = {s.name: s for s in stages}
-    for name in COMPARED_WITH.get(stage.name, ()):
+    for name in stage.descriptor.compared_with:
         if name in done and by_name[name].layout == stage.layout:
             return by_name[name]
     return None
+
+
+class _ComparedForms:
+    """Each stage's blobs as they are compared (see Layout.compared_form), made once."""
+
+    def __init__(self) -> None:
+        self._forms: dict[tuple[str, str], np.ndarray] = {}
+
+    def of(self, stage: Stage, outputs: dict[str, np.ndarray], blob: str) -> np.ndarray:
+        if (stage.name, blob) not in self._forms:
+            position = list(outputs).index(blob)
+            self._forms[stage.name, blob] = stage.layout.compared_form(position, outputs[blob])
+        return self._forms[stage.name, blob]
+
+
+def _tensor_records(stage: Stage, outputs: dict[str, np.ndarray], previous: Stage,
+                    previous_outputs: dict[str, np.ndarray], forms: _ComparedForms,
+                    num_classes: int) -> dict[str, Any]:
+    return {blob: tensor_record(forms.of(previous, previous_outputs, blob),
+                                forms.of(stage, outputs, blob),
+                                stage.layout.class_columns(position, num_classes))
+            for position, blob in enumerate(outputs) if blob in previous_outputs}
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext,
@@ -88,23 +86,21 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
         "frame_size": [int(frame.shape[1]), int(frame.shape[0])],
         "input_sha256": shared.sha256, "stages": {}}
     outputs: dict[str, dict[str, np.ndarray]] = {}
-    compared: dict[tuple[str, str], np.ndarray] = {}  # (stage, blob) -> compared form
-
-    def compared_form(of: Stage, blob: str, value: np.ndarray) -> np.ndarray:
-        if (of.name, blob) not in compared:
-            compared[of.name, blob] = _as_compared(of, blob, value)
-        return compared[of.name, blob]
-
+    forms = _ComparedForms()
     reference = None
     for stage in stages:
         if stage.runner is None:
+            continue
+        if reference is None and not stage.descriptor.reference:
+            reference_name = next((s.name for s in stages if s.descriptor.reference), "?")
+            record["stages"][stage.name] = {
+                "error": f"no reference: {reference_name} did not run on this image"}
             continue
         entry: dict[str, Any] = {}
         try:
             run = stage.run(frame, feed.copy(), box, context, shared)
         except Exception as exc:  # noqa: BLE001 - a stage failing is a finding, not a crash
-            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            record["stages"][stage.name] = entry
+            record["stages"][stage.name] = {"error": _error_text(exc)}
             continue
         if reference is None:
             reference = run.detections
@@ -115,14 +111,12 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
         previous = _predecessor(stage, stages, outputs)
         if previous is not None:
             entry["compared_with"] = previous.name
-            entry["tensors"] = {
-                blob: tensor_record(compared_form(previous, blob, outputs[previous.name][blob]),
-                                    compared_form(stage, blob, value),
-                                    _class_columns(stage, blob, spec.head.num_classes))
-                for blob, value in run.outputs.items() if blob in outputs[previous.name]}
+            entry["tensors"] = _tensor_records(stage, run.outputs, previous,
+                                               outputs[previous.name], forms,
+                                               spec.head.num_classes)
         if run.input_max_diff is not None:
             entry["input_max_diff"] = run.input_max_diff
-        if stage.name == "device":
+        if JSON_LINES in stage.descriptor.checks:
             entry["json_lines"] = run.json_lines
         outputs[stage.name] = run.outputs
         record["stages"][stage.name] = entry
@@ -168,9 +162,8 @@ def photo_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
 
 
 def stage_table(stages: list[Stage]) -> list[dict[str, Any]]:
-    return [{"name": s.name, "layout": s.layout,
-             "status": "skipped" if s.runner is None else "ran", "reason": s.skipped}
-            for s in stages]
+    """The report's stage table: each stage's descriptor, layout and whether it ran."""
+    return [stage.table_row() for stage in stages]
 
 
 @dataclass

@@ -5,7 +5,6 @@ Exit codes: 0 pass, 1 parity failure, 2 usage or input error.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common.cli import OneLineGroup, one_line_errors
 from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
-from common.versions import tool_versions
 from heads.untrusted import open_regular
 from parity.check import CheckInputs, run_records
+from parity.folder_check import report_of_run
 from parity.gate import load_tolerances
 from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
-from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
+from parity.model_folder import ModelFolder, read_model_folder
 from parity.report import (
-    build_report,
     merge_reports,
     print_summary,
     read_report,
@@ -89,23 +87,6 @@ def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Pho
     return chosen
 
 
-def _header(checkpoint: Path, checkpoint_sha256: str, folder: ModelFolder, source: str,
-            skipped: dict[str, str], count: int, shard: tuple[int, int] | None
-            ) -> dict[str, Any]:
-    model_dir = folder.path
-    return {
-        "tool": tool_versions(),
-        "checkpoint": {"file": checkpoint.name, "sha256": checkpoint_sha256},
-        "model_folder": {"path": model_dir.name, "layout": folder.layout,
-                         "input": folder.manifest.get("input"),
-                         "manifest_sha256": hashlib.sha256(
-                             (model_dir / MANIFEST).read_bytes()).hexdigest()},
-        "images": {"source": source, "count": count, "unreadable": sorted(skipped),
-                   "skipped": dict(sorted(skipped.items())),
-                   "shard": f"{shard[0]}/{shard[1]}" if shard else None},
-    }
-
-
 def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
              html: Path | None, frames: LazyFrames | None, console: Console) -> int:
     if json_path:
@@ -129,6 +110,8 @@ def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
               help="Seeded synthetic frames added to the bundled photos (without --images).")
 @click.option("--config", type=PATH, help="Official NanoDet YAML config of the checkpoint.")
 @click.option("--tolerances", type=PATH, help="TOML overriding the default tolerances.")
+@click.option("--profile", help="Apply the tolerances' [profiles.NAME] table (e.g. verify: "
+              "the limits of convert's verification).")
 @click.option("--json", "json_path", type=PATH, help="Write the JSON report here.")
 @click.option("--junit", type=PATH, help="Write JUnit XML here.")
 @click.option("--html", type=PATH, help="Write the self-contained HTML report here.")
@@ -140,12 +123,13 @@ def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @one_line_errors("parity")
 def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int,
-          config: Path | None, tolerances: Path | None, json_path: Path | None,
+          config: Path | None, tolerances: Path | None, profile: str | None,
+          json_path: Path | None,
           junit: Path | None, html: Path | None, workers: int, shard: str | None, blame: bool,
           strict: bool, quiet: bool) -> None:
     """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
-    limits = load_tolerances(tolerances)
+    limits = load_tolerances(tolerances, profile)
     shard_of = parse_shard(shard)
     open_regular(checkpoint, "checkpoint").close()  # a FIFO or device is refused unread
     folder = read_model_folder(model_dir)
@@ -169,9 +153,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     if not run.records:
         raise InputError(images or "--synthetic", "no usable image: an empty check cannot pass "
                          f"({len(run.skipped)} skipped)")
-    header = _header(checkpoint, run.checkpoint_sha256, folder, source, run.skipped,
-                     len(run.records), shard_of)
-    report = build_report(header, run.stages, run.records, limits)
+    report = report_of_run(checkpoint, folder, run, source, limits, shard_of)
     frames = LazyFrames(photos)
     if blame:
         first = report["records"][0]["image"]

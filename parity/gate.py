@@ -5,20 +5,32 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from parity.stages import STAGE_ORDER
+from parity.stage_registry import DEVICE_INPUT
 
 SECTIONS = ("detections", "tensors", "inputs")
+PROFILES = "profiles"  # [profiles.<name>]: the same keys again, applied with --profile <name>
+
+
+def _default_document() -> dict[str, Any]:
+    text = (resources.files("parity") / "data" / "tolerances.toml").read_text()
+    return tomllib.loads(text)
 
 
 def default_tolerances() -> dict[str, Any]:
-    text = (resources.files("parity") / "data" / "tolerances.toml").read_text()
-    return tomllib.loads(text)
+    """The shipped tolerances, without any profile."""
+    return {key: value for key, value in _default_document().items() if key != PROFILES}
+
+
+def profile_names() -> list[str]:
+    """Names of the shipped profiles."""
+    return sorted(_default_document().get(PROFILES, {}))
 
 
 # limits that are fractions (or cosines, IoUs, AP) and so lie in [0, 1]; the others are
@@ -54,40 +66,81 @@ def _check_keys(path: Path, given: dict, allowed: dict, where: str,
             raise InputError(path, f"{where}{lacking[0]} missing")
 
 
-def _allowed_keys(tolerances: dict[str, Any]) -> dict[str, Any]:
+def _allowed_keys(tolerances: dict[str, Any], stage_names: Iterable[str]) -> dict[str, Any]:
     sections = {section: tolerances[section] for section in SECTIONS}
-    return {**sections, "stages": {stage: sections for stage in STAGE_ORDER}}
+    return {**sections, "stages": {stage: sections for stage in stage_names}}
 
 
-def check_tolerances(where: str | Path, tolerances: Any, key: str = "tolerances") -> None:
-    """Complete tolerances as a report holds them (every section and key, ranges)."""
+def check_tolerances(where: str | Path, tolerances: Any, stage_names: Iterable[str],
+                     key: str = "tolerances") -> None:
+    """Complete tolerances as a report holds them (every section and key, ranges); stage
+    overrides only for `stage_names` (the report's stage table)."""
     if not isinstance(tolerances, dict):
         raise InputError(where, f"{key} must be an object")
-    _check_keys(Path(where), tolerances, _allowed_keys(default_tolerances()), f"{key}.",
-                complete=True)
+    _check_keys(Path(where), tolerances, _allowed_keys(default_tolerances(), stage_names),
+                f"{key}.", complete=True)
 
 
-def load_tolerances(path: Path | None) -> dict[str, Any]:
-    """Defaults, overridden by `path`; unknown keys and out-of-range limits are an error."""
-    tolerances = default_tolerances()
-    if path is None:
-        return tolerances
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        given = tomllib.loads(path.read_bytes().decode("utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InputError(path, "no such tolerance file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read tolerance file: {exc}") from None
     except (tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         raise InputError(path, f"not valid TOML: {exc}") from None
-    _check_keys(path, given, _allowed_keys(tolerances), "")
-    merged = copy.deepcopy(tolerances)
+
+
+def _profiles_of(path: Path, document: dict[str, Any], allowed: dict[str, Any]
+                 ) -> dict[str, dict[str, Any]]:
+    """The [profiles.<name>] tables of a tolerance document, each checked like the top."""
+    profiles = document.get(PROFILES, {})
+    if not isinstance(profiles, dict):
+        raise InputError(path, f"{PROFILES} must be a table")
+    for name, profile in profiles.items():
+        if not isinstance(profile, dict):
+            raise InputError(path, f"{PROFILES}.{name} must be a table")
+        _check_keys(path, profile, allowed, f"{PROFILES}.{name}.")
+    return profiles
+
+
+def _overlay(merged: dict[str, Any], given: dict[str, Any]) -> None:
+    """Checked keys of `given` (top-level form) over `merged`, in place."""
     for section in SECTIONS:
         merged[section].update(given.get(section, {}))
     for stage, sections in given.get("stages", {}).items():
         for section, values in sections.items():
             merged.setdefault("stages", {}).setdefault(stage, {}).setdefault(section, {})
             merged["stages"][stage][section].update(values)
+
+
+def load_tolerances(path: Path | None, profile: str | None = None,
+                    stage_names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Defaults, then the profile's keys, then `path`'s (then its own profile's).
+
+    Unknown keys, stages other than `stage_names` (default: the registered ones),
+    unknown profiles and out-of-range limits are an error."""
+    if stage_names is None:
+        from parity.stages import STAGES
+
+        stage_names = STAGES.names()
+    document = _default_document()
+    defaults = {key: value for key, value in document.items() if key != PROFILES}
+    allowed = _allowed_keys(defaults, stage_names)
+    shipped = _profiles_of(Path("tolerances.toml"), document, allowed)
+    given = _read_toml(path) if path is not None else {}
+    _check_keys(path or Path(), {k: v for k, v in given.items() if k != PROFILES}, allowed, "")
+    own = _profiles_of(path, given, allowed) if path is not None else {}
+    if profile is not None and profile not in shipped and profile not in own:
+        raise InputError("--profile", f"no profile {profile!r} (known: "
+                         f"{', '.join(sorted({*shipped, *own})) or 'none'})")
+    merged = copy.deepcopy(defaults)
+    if profile is not None:
+        _overlay(merged, shipped.get(profile, {}))
+    _overlay(merged, given)
+    if profile is not None:
+        _overlay(merged, own.get(profile, {}))
     return merged
 
 
@@ -115,9 +168,12 @@ def _at_most(stage: str, name: str, value: float, limit: float) -> Check:
     return Check(stage, name, value, limit, value <= limit)
 
 
-def stage_checks(stage: str, figures: dict[str, Any], tolerances: dict[str, Any]) -> list[Check]:
+def stage_checks(row: dict[str, Any], figures: dict[str, Any],
+                 tolerances: dict[str, Any]) -> list[Check]:
+    """The checks of one stage of the stage table, from its summary figures."""
+    stage = row["name"]
     checks = [_at_most(stage, "errors", figures["errors"], 0)]
-    if stage == "torch":
+    if row["reference"]:
         return checks
     det = limits_for(tolerances, stage, "detections")
     band = figures["detections"]["bands"]["firmware"]
@@ -145,7 +201,7 @@ def stage_checks(stage: str, figures: dict[str, Any], tolerances: dict[str, Any]
             checks.append(_at_least(stage, f"tensors.{blob}.argmax_agreement",
                                     t["argmax_agreement"], ten["min_argmax_agreement"]))
     inputs = limits_for(tolerances, stage, "inputs")
-    if stage == "device":
+    if DEVICE_INPUT in row["checks"]:
         checks.append(_at_most(stage, "inputs.device_input_diff",
                                figures.get("input_max_diff", 0.0),
                                inputs["max_device_input_diff"]))
@@ -156,12 +212,13 @@ def stage_checks(stage: str, figures: dict[str, Any], tolerances: dict[str, Any]
     return checks
 
 
-def evaluate(summary: dict[str, Any], tolerances: dict[str, Any]) -> dict[str, Any]:
-    """All checks, the verdict, and the first failing stage in pipeline order."""
-    checks = [c for stage in STAGE_ORDER if stage in summary
-              for c in stage_checks(stage, summary[stage], tolerances)]
-    failing = [c.stage for c in checks if not c.passed]
-    blamed = next((s for s in STAGE_ORDER if s in failing), None)
-    return {"passed": not failing, "blamed_stage": blamed,
-            "failing_stages": [s for s in STAGE_ORDER if s in failing],
-            "checks": [c.to_dict() for c in checks]}
+def evaluate(summary: dict[str, Any], tolerances: dict[str, Any],
+             stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """All checks of the stages of the stage table that ran, the verdict, and the first
+    failing stage in the table's (pipeline) order."""
+    rows = [row for row in stages if row["name"] in summary]
+    checks = [c for row in rows for c in stage_checks(row, summary[row["name"]], tolerances)]
+    failing = {c.stage for c in checks if not c.passed}
+    in_order = [row["name"] for row in rows if row["name"] in failing]
+    return {"passed": not failing, "blamed_stage": in_order[0] if in_order else None,
+            "failing_stages": in_order, "checks": [c.to_dict() for c in checks]}

@@ -20,6 +20,7 @@ import numpy as np
 from parity.detection_stats import BANDS, band_of
 from parity.gate import limits_for
 from parity.images import LazyFrames, PhotoFile, in_memory
+from parity.stage_registry import DEVICE_INPUT, JSON_LINES
 
 MAX_WIDTH = 640
 JPEG_QUALITY = 80
@@ -27,10 +28,6 @@ SYNTHETIC_PREFIX = "bundled+synthetic:"
 FIRMWARE_MIN = BANDS["firmware"][0]
 LIST_LIMIT = 12  # missing/extra detections listed per stage and image
 
-STAGE_COLOURS = {"torch": "#4e79a7", "torch-legacy": "#76b7b2", "onnx": "#59a14f",
-                 "onnx-sim": "#edc948", "ncnn": "#f28e2b", "ncnn-fp16": "#ff5cc8",
-                 "device": "#a66bff"}
-SPARE_COLOURS = ("#9c755f", "#bab0ac", "#86bcb6", "#d4a6c8")
 
 # (values key, axis title, lowest decade, highest decade, tolerance key, value/limit as plotted)
 METRICS = (("iou", "1 − IoU", -6, 0, "min_iou", lambda v: 1.0 - v),
@@ -181,8 +178,8 @@ def _worst_tensor(tensors: dict[str, Any]) -> tuple[str, str]:
     return (fmt(worst), worst_blob) if worst_blob else ("", "")
 
 
-def _inputs_cell(figures: dict[str, Any], name: str) -> str:
-    if name == "device":
+def _inputs_cell(figures: dict[str, Any], stage: dict[str, Any]) -> str:
+    if DEVICE_INPUT in stage["checks"]:
         return f"max Δ {fmt(number(figures.get('input_max_diff', 0.0)), 3)}"
     return f"{fmt(number(figures.get('identical_input_fraction', 1.0)) * 100, 3)}% same"
 
@@ -191,7 +188,7 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
               failing: set[tuple[str, str]], reference: str | None) -> str:
     """One row of the stage table; failing figures in red."""
     name = stage["name"]
-    swatch = f'<span class="sw" style="background:{stage_colour(name, index)}"></span>'
+    swatch = f'<span class="sw" style="background:{esc(stage["colour"])}"></span>'
     lead = f"<td>{swatch}{esc(name)}</td><td>{esc(stage.get('layout', ''))}</td>"
     if stage["status"] != "ran" or name not in report["summary"]:
         reason = stage.get("reason") or "not run"
@@ -207,7 +204,7 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
              ("min_iou", fmt(band["min_iou"])), ("score", fmt(band["max_score_diff"])),
              ("edge", fmt(band["max_edge_px"])), ("ap50", fmt(figures["detections"]["ap50"])),
              ("tensors", tensor), ("vs", figures.get("compared_with") or ""),
-             ("inputs", _inputs_cell(figures, name))]
+             ("inputs", _inputs_cell(figures, stage))]
     body = "".join(f'<td class="{"bad" if key in bad or (key == "status" and bad) else ""}"'
                    f'{error if key == "errors" else ""}>{esc(value)}'
                    f'{f"<small>{esc(blob)}</small>" if key == "tensors" and blob else ""}</td>'
@@ -218,8 +215,7 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
 def stage_table(report: dict[str, Any]) -> str:
     """The terminal summary's table, and every failing check with its limit."""
     failing = _failing_columns(report)
-    slots = ran_slots(report)
-    reference = slots[0].name if slots else None
+    reference = next((s["name"] for s in report["stages"] if s["reference"]), None)
     head = ("stage", "layout", "status", "errors", "matched ≥0.4", "extra ≥0.4", "min IoU",
             "max |Δscore|", "max edge px", "AP50", "max |Δtensor| (blob)", "vs", "inputs")
     rows = "".join(stage_row(report, i, s, failing, reference)
@@ -236,13 +232,9 @@ def stage_table(report: dict[str, Any]) -> str:
             + f"</tr></thead><tbody>{rows}</tbody></table></div>{listing}</section>")
 
 
-def stage_colour(name: str, index: int) -> str:
-    return STAGE_COLOURS.get(name, SPARE_COLOURS[index % len(SPARE_COLOURS)])
-
-
 def ran_slots(report: dict[str, Any]) -> list[Slot]:
     """Stages that ran, in table order; the first is the reference."""
-    return [Slot(i, s["name"], stage_colour(s["name"], i)) for i, s in enumerate(report["stages"])
+    return [Slot(i, s["name"], esc(s["colour"])) for i, s in enumerate(report["stages"])
             if s["status"] == "ran" and s["name"] in report["summary"]]
 
 
@@ -497,13 +489,17 @@ def image_badge(record: dict[str, Any], slots: list[Slot]) -> str:
     return badge
 
 
-def json_lines_html(record: dict[str, Any]) -> str:
-    """What the device printed for this image, when the device stage ran."""
-    lines = record["stages"].get("device", {}).get("json_lines")
-    if not lines:
-        return ""
-    return (f'<details class="jl" open><summary>device JSON lines ({len(lines)})</summary>'
-            f'<pre>{esc(chr(10).join(lines))}</pre></details>')
+def json_lines_html(record: dict[str, Any], stages: list[dict[str, Any]]) -> str:
+    """What each stage with JSON lines (the device) printed for this image, when it ran."""
+    parts = []
+    for stage in stages:
+        lines = record["stages"].get(stage["name"], {}).get("json_lines") \
+            if JSON_LINES in stage["checks"] else None
+        if lines:
+            parts.append(f'<details class="jl" open><summary>{esc(stage["name"])} JSON lines '
+                         f'({len(lines)})</summary><pre>{esc(chr(10).join(lines))}</pre>'
+                         '</details>')
+    return "".join(parts)
 
 
 def toggles(slots: list[Slot]) -> tuple[str, str]:
@@ -548,7 +544,7 @@ def images_section(report: dict[str, Any], frames: Frames) -> str:
                      f'{badge}{found}</h3>'
                      f'<div class="card"><div class="pic">{frame_svg(record, frame, slots)}'
                      f'</div><div class="side">{image_table(record, slots)}'
-                     f'{json_lines_html(record)}</div></div></article>')
+                     f'{json_lines_html(record, report["stages"])}</div></div></article>')
     return (f'<section class="imgs"><h2>Images</h2><ul class="index">{"".join(index)}</ul>'
             f'{inputs}<div class="legend">show: {labels}<span class="key">dashed white = '
             f'reference · thick dotted = missing in that stage · thick filled = extra · hover a '

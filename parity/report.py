@@ -37,24 +37,24 @@ def build_report(header: dict[str, Any], stages: list[dict[str, Any]],
     summary = summarize(records, stages)
     return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **header, "stages": stages,
             "tolerances": tolerances, "records": records, "summary": summary,
-            "gate": evaluate(summary, tolerances)}
+            "gate": evaluate(summary, tolerances, stages)}
 
 
-def _clean(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
     """Plain JSON values: numpy scalars unwrapped, inf/nan written as strings."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: plain_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [plain_json(v) for v in value]
     return value
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(_clean(report), indent=1, sort_keys=False) + "\n")
+    path.write_text(json.dumps(plain_json(report), indent=1, sort_keys=False) + "\n")
 
 
 def read_report(path: Path) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def read_report(path: Path) -> dict[str, Any]:
         raise InputError(path, f"schema version {_short(report.get('schema_version'))} is "
                          f"not {SCHEMA_VERSION}")
     report = conform(path, report, REPORT)
-    check_tolerances(path, report["tolerances"])
+    check_tolerances(path, report["tolerances"], [stage["name"] for stage in report["stages"]])
     return report
 
 
@@ -189,7 +189,7 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         tensor_max = max((t.get("max_abs", math.inf) for t in figures["tensors"].values()),
                          default=None)
         verdict = "[red]FAIL[/]" if name in failing else "[green]ok[/]"
-        if name == "torch":
+        if stage["reference"]:
             verdict = "reference"
         table.add_row(name, verdict, f"{band['matched']}/{band['reference']}",
                       str(band["extra"]), _fmt(band["min_iou"]), _fmt(band["max_score_diff"]),

@@ -6,6 +6,7 @@ into detection lists must point into them; histograms have the fixed bins.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from parity.json_shape import (
@@ -24,12 +25,14 @@ from parity.json_shape import (
     string,
     tuple_of,
 )
-from parity.stages import STAGE_ORDER
+from parity.layouts import Layout
+from parity.stage_registry import EXTRA_CHECKS
 from parity.tensor_stats import HIST_EDGES
 
 FIGURE = number(nonfinite=True)
 COUNT = integer(minimum=0)
 INDEX = integer(minimum=0)
+LAYOUTS = tuple(str(layout) for layout in Layout)
 DETECTION_ROW = tuple_of(FIGURE, FIGURE, FIGURE, FIGURE, FIGURE, INDEX)  # x1 y1 x2 y2 score label
 
 PAIR = obj({"ref": INDEX, "stage": INDEX, "iou": FIGURE, "score_diff": FIGURE,
@@ -96,15 +99,37 @@ RECORD = refine(obj(
      "input_sha256": string(), "stages": mapping(STAGE_ENTRY)},
     {"reference": list_of(DETECTION_ROW)}), _record_rule)
 
-STAGE_ROW = obj({"name": string(STAGE_ORDER), "layout": string(),
-                 "status": string(("ran", "skipped")), "reason": nullable(string())})
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
-def _unique_stages(stages: list[dict[str, Any]], at: str) -> None:
+def _hex_colour(value: str, at: str) -> None:
+    if not HEX_COLOUR.fullmatch(value):
+        raise ShapeError(at, f"{value[:40]!r} is not a colour #rrggbb")
+
+
+STAGE_ROW = obj({"name": string(nonempty=True), "layout": string(LAYOUTS),
+                 "status": string(("ran", "skipped")), "reason": nullable(string()),
+                 "order": integer(), "reference": boolean(),
+                 "compared_with": list_of(string()), "checks": list_of(string(EXTRA_CHECKS)),
+                 "colour": refine(string(), _hex_colour)})
+
+
+def _stage_table_rule(stages: list[dict[str, Any]], at: str) -> None:
+    """Names once each, in pipeline order; the reference first; predecessors earlier."""
     names = [stage["name"] for stage in stages]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ShapeError(key_path(key_path(at, i), "name"), f"{name!r} is listed twice")
+    for i, stage in enumerate(stages):
+        row_at = key_path(at, i)
+        if stage["name"] in names[:i]:
+            raise ShapeError(key_path(row_at, "name"), f"{stage['name']!r} is listed twice")
+        if i and stage["order"] <= stages[i - 1]["order"]:
+            raise ShapeError(key_path(row_at, "order"), "stages are not in pipeline order")
+        if stage["reference"] != (i == 0):
+            raise ShapeError(key_path(row_at, "reference"),
+                             "the first stage, and only it, is the reference")
+        for name in stage["compared_with"]:
+            if name not in names[:i]:
+                raise ShapeError(key_path(row_at, "compared_with"),
+                                 f"{name!r} is not an earlier stage")
 
 
 def _report_rule(report: dict[str, Any], at: str) -> None:
@@ -112,6 +137,12 @@ def _report_rule(report: dict[str, Any], at: str) -> None:
     if images["count"] != len(records):
         raise ShapeError("images.count", f"is {images['count']} but records holds "
                          f"{len(records)} images")
+    ran = {stage["name"] for stage in report["stages"] if stage["status"] == "ran"}
+    for i, record in enumerate(records):
+        unknown = next((name for name in record["stages"] if name not in ran), None)
+        if unknown is not None:
+            raise ShapeError(f"records[{i}].stages", f"{unknown!r} is not a stage that ran "
+                             "(stages)")
     names = [record["image"] for record in records]
     if len(set(names)) != len(names):
         twice = next(name for i, name in enumerate(names) if name in names[:i])
@@ -124,7 +155,7 @@ REPORT = refine(obj({
     "model_folder": obj({"path": string()}, {"layout": string(), "input": nullable(obj({}))}),
     "images": obj({"source": string(), "count": COUNT, "unreadable": list_of(string()),
                    "shard": nullable(string())}, {"skipped": mapping(string())}),
-    "stages": refine(list_of(STAGE_ROW, min_items=1), _unique_stages),
+    "stages": refine(list_of(STAGE_ROW, min_items=1), _stage_table_rule),
     "tolerances": anything(),  # checked by parity.gate.check_tolerances
     "records": list_of(RECORD),
 }, {"blame": nullable(obj({}, {"summary": string()}))}), _report_rule)

@@ -4,6 +4,8 @@ Order matters: a failure is blamed on the first stage that fails.
 torch (the checkpoint's own head, the reference) -> torch-legacy (the export
 wrapper in PyTorch) -> onnx -> onnx-sim -> ncnn -> ncnn-fp16 -> device (the
 camera frame through the firmware's own preprocessing, model.json and decode).
+Each is a descriptor in `STAGES` (parity.stage_registry) with its factory here;
+adding a stage = a factory and one `STAGES.register` line.
 """
 
 from __future__ import annotations
@@ -14,18 +16,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.errors import InputError
+from common.errors import InputError, StageError
 from heads.decode import Detections, LevelOutput
 from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel
 from heads.plus_to_legacy import PlusToLegacy
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
+from parity.layouts import Layout
 from parity.model_folder import FIRMWARE_JSON, ModelFolder
 from parity.preprocess import SharedInput
 from parity.runners.base import Runner
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
 from parity.runners.torch_runner import NativeTorchRunner, SharedForward, TorchRunner
+from parity.stage_registry import (
+    DEVICE_INPUT,
+    JSON_LINES,
+    StageDescriptor,
+    StageRegistry,
+)
 from parity.tensor_stats import same_bits
 from parity.unitv2 import (
     Letterbox,
@@ -35,7 +44,6 @@ from parity.unitv2 import (
     preprocess_frame_ncnn,
 )
 
-STAGE_ORDER = ("torch", "torch-legacy", "onnx", "onnx-sim", "ncnn", "ncnn-fp16", "device")
 COMPARE_MIN_SCORE = 0.1  # detections are compared down to here, in bands
 
 
@@ -50,11 +58,22 @@ class StageRun:
 
 @dataclass
 class Stage:
-    name: str
-    layout: str  # "native", "legacy" or "plus-native": which stages compare tensor to tensor
+    """A built stage: its descriptor, the layout it runs in, and its runner (None: skipped)."""
+
+    descriptor: StageDescriptor
+    layout: Layout
     runner: Runner | None = None
     skipped: str | None = None  # why it does not run
     output_names: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    def table_row(self) -> dict:
+        """The row of the report's stage table."""
+        return self.descriptor.table_row(self.layout, self.skipped if self.runner is None
+                                         else None)
 
     def run(self, frame: np.ndarray, feed: np.ndarray, box: Letterbox,
             context: StageContext, shared: SharedInput) -> StageRun:
@@ -89,9 +108,9 @@ class StageContext:
 
     def _decode(self, layout: str, outputs: dict[str, np.ndarray], names: list[str],
                 box: Letterbox) -> Detections:
-        if layout == "legacy":
+        if Layout(layout) is Layout.LEGACY:
             return legacy_layout_detections(outputs, names, box, COMPARE_MIN_SCORE)
-        if layout == "plus-native":
+        if Layout(layout) is Layout.PLUS_NATIVE:
             levels = split_native_output(outputs[names[0]], self.num_classes, box.net_w,
                                          box.net_h, self.strides)
             return native_detections(levels, self.centre_offset, box, COMPARE_MIN_SCORE)
@@ -149,7 +168,7 @@ def _check_compatible(loaded: LoadedModel, folder: ModelFolder) -> None:
 
 
 def _export_wrapper(loaded: LoadedModel, folder: ModelFolder):
-    if folder.layout == "plus-native":
+    if folder.layout == Layout.PLUS_NATIVE:
         return PlusNativeLayout(loaded.model)
     if not loaded.spec.is_plus:
         return LegacyLayout(loaded.model)
@@ -158,50 +177,134 @@ def _export_wrapper(loaded: LoadedModel, folder: ModelFolder):
                         compensate=rewrite.get("centre_compensation", True))
 
 
-def build_stages(loaded: LoadedModel, folder: ModelFolder, only: set[str] | None = None,
-                 freeze_torch: bool = False) -> tuple[list[Stage], StageContext]:
-    """Every stage in order; those whose files are absent are marked skipped.
+@dataclass
+class StageInputs:
+    """What a stage factory builds from: the loaded checkpoint and the model folder."""
 
-    `freeze_torch` runs the checkpoint frozen to TorchScript (same bits, faster on
-    long runs; see `SharedForward`)."""
+    loaded: LoadedModel
+    folder: ModelFolder
+    forward: SharedForward  # the checkpoint's forward pass, shared by the torch stages
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.folder.layout)
+
+    @property
+    def names(self) -> list[str]:
+        """The converter's output blob names, in the layout's order."""
+        return self.folder.output_names_of_manifest
+
+
+def ran(descriptor: StageDescriptor, inputs: StageInputs, runner: Runner) -> Stage:
+    """A stage that runs `runner` in the descriptor's layout (default: the folder's)."""
+    return Stage(descriptor, descriptor.layout or inputs.layout, runner,
+                 output_names=list(runner.output_names))
+
+
+def skipped(descriptor: StageDescriptor, inputs: StageInputs, reason: str) -> Stage:
+    """A stage that does not run, and why."""
+    return Stage(descriptor, descriptor.layout or inputs.layout, skipped=reason)
+
+
+def torch_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """The checkpoint's own head and decode."""
+    return ran(descriptor, inputs, NativeTorchRunner(inputs.forward, descriptor.name))
+
+
+def torch_export_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """The export wrapper the converter traced, in PyTorch."""
+    wrapper = _export_wrapper(inputs.loaded, inputs.folder)
+    return ran(descriptor, inputs, TorchRunner(wrapper, inputs.names, inputs.forward,
+                                               descriptor.name))
+
+
+def onnx_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """model.onnx in ONNX Runtime."""
+    return _onnx_file_stage(descriptor, inputs, inputs.folder.onnx)
+
+
+def onnx_sim_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """model.sim.onnx (simplified) in ONNX Runtime."""
+    return _onnx_file_stage(descriptor, inputs, inputs.folder.sim_onnx)
+
+
+def _onnx_file_stage(descriptor: StageDescriptor, inputs: StageInputs, path) -> Stage:
+    if not path.is_file():
+        return skipped(descriptor, inputs, f"{path.name} absent")
+    return ran(descriptor, inputs, OnnxRunner(path, inputs.folder.input_name, inputs.names,
+                                              descriptor.name))
+
+
+def ncnn_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """The converted .param/.bin in pip ncnn."""
+    folder = inputs.folder
+    return ran(descriptor, inputs, NcnnRunner(folder.param, folder.bin, folder.input_name,
+                                              inputs.names, descriptor.name))
+
+
+def ncnn_fp16_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """The ncnn files with fp16 storage, as an ARM build runs them."""
     from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
 
+    folder = inputs.folder
+    return ran(descriptor, inputs, Fp16CastNcnnRunner(folder.param, folder.bin,
+                                                      folder.input_name, inputs.names,
+                                                      descriptor.name))
+
+
+def device_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
+    """The camera frame through the firmware's preprocessing, model.json names and decode."""
+    folder = inputs.folder
+    if folder.firmware_json is None or inputs.layout is not Layout.LEGACY:
+        return skipped(descriptor, inputs, "no model.json: not a UnitV2 folder")
+    device_names = folder.output_names
+    known = param_blobs(folder.device_param)
+    for blob in device_names:
+        if blob not in known:
+            raise InputError(folder.path / FIRMWARE_JSON,
+                             f"names blob {blob!r} that {folder.device_param.name} lacks")
+    runner = NcnnRunner(folder.device_param, folder.device_bin, folder.input_name, device_names,
+                        descriptor.name)
+    return DeviceStage(descriptor, inputs.layout, runner, output_names=device_names,
+                       role_names=inputs.names)
+
+
+STAGES = StageRegistry()
+for _descriptor in (
+        StageDescriptor("torch", 0, torch_stage, layout=Layout.NATIVE, reference=True,
+                        colour="#4e79a7"),
+        StageDescriptor("torch-legacy", 10, torch_export_stage, colour="#76b7b2"),
+        StageDescriptor("onnx", 20, onnx_stage, ("torch-legacy",), colour="#59a14f"),
+        StageDescriptor("onnx-sim", 30, onnx_sim_stage, ("onnx", "torch-legacy"),
+                        colour="#edc948"),
+        StageDescriptor("ncnn", 40, ncnn_stage, ("onnx-sim", "onnx", "torch-legacy"),
+                        colour="#f28e2b"),
+        # ncnn-fp16 and device both run the ncnn files
+        StageDescriptor("ncnn-fp16", 50, ncnn_fp16_stage, ("ncnn",), colour="#ff5cc8"),
+        StageDescriptor("device", 60, device_stage, ("ncnn",),
+                        checks=(DEVICE_INPUT, JSON_LINES), colour="#a66bff")):
+    STAGES.register(_descriptor)
+
+
+def build_stages(loaded: LoadedModel, folder: ModelFolder, only: set[str] | None = None,
+                 freeze_torch: bool = False, registry: StageRegistry = STAGES
+                 ) -> tuple[list[Stage], StageContext]:
+    """Every registered stage in order; those that cannot run are marked skipped.
+
+    `only` keeps these stages (and the reference) running. `freeze_torch` runs the
+    checkpoint frozen to TorchScript (same bits, faster on long runs; see
+    `SharedForward`)."""
     _check_compatible(loaded, folder)
     spec = loaded.spec
     context = StageContext(spec.head.num_classes, spec.head.strides, spec.head.centre_offset,
                            folder.class_names)
-    names, layout = folder.output_names_of_manifest, folder.layout
-    forward = SharedForward(loaded.model, frozen=freeze_torch)
-    native = NativeTorchRunner(forward)
-    stages = [Stage("torch", "native", native, output_names=native.output_names),
-              Stage("torch-legacy", layout,
-                    TorchRunner(_export_wrapper(loaded, folder), names, forward),
-                    output_names=names)]
-    for name, path in (("onnx", folder.onnx), ("onnx-sim", folder.sim_onnx)):
-        if path.is_file():
-            stages.append(Stage(name, layout, OnnxRunner(path, folder.input_name, names, name),
-                                output_names=names))
-        else:
-            stages.append(Stage(name, layout, skipped=f"{path.name} absent"))
-    stages.append(Stage("ncnn", layout, NcnnRunner(folder.param, folder.bin, folder.input_name,
-                                                   names), output_names=names))
-    stages.append(Stage("ncnn-fp16", layout,
-                        Fp16CastNcnnRunner(folder.param, folder.bin, folder.input_name, names),
-                        output_names=names))
-    if folder.firmware_json is None or layout != "legacy":
-        stages.append(Stage("device", layout, skipped="no model.json: not a UnitV2 folder"))
-    else:
-        device_names = folder.output_names
-        known = param_blobs(folder.device_param)
-        for blob in device_names:
-            if blob not in known:
-                raise InputError(folder.path / FIRMWARE_JSON,
-                                 f"names blob {blob!r} that {folder.device_param.name} lacks")
-        stages.append(DeviceStage("device", layout,
-                                  NcnnRunner(folder.device_param, folder.device_bin,
-                                             folder.input_name, device_names, "device"),
-                                  output_names=device_names, role_names=names))
+    try:
+        registry.reference()
+    except ValueError as exc:
+        raise StageError("stages", str(exc)) from None
+    inputs = StageInputs(loaded, folder, SharedForward(loaded.model, frozen=freeze_torch))
+    stages = [descriptor.build(descriptor, inputs) for descriptor in registry]
     for stage in stages:
-        if only is not None and stage.name not in only and stage.name != "torch":
+        if only is not None and stage.name not in only and not stage.descriptor.reference:
             stage.runner, stage.skipped = None, stage.skipped or "not selected"
     return stages, context

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from parity.detection_stats import merge_detection_records
+from parity.stage_registry import JSON_LINES
 from parity.tensor_stats import merge_tensor_records
 
 
 def summarize(records: list[dict[str, Any]], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of every stage of the stage table that ran, from the records alone."""
     summary: dict[str, Any] = {}
     for stage in stages:
         name = stage["name"]
@@ -36,7 +38,7 @@ def summarize(records: list[dict[str, Any]], stages: list[dict[str, Any]]) -> di
         if diffs:
             figures["input_max_diff"] = max(diffs)
         lines = [line for _, e in ok for line in e.get("json_lines", [])]
-        if name == "device":
+        if JSON_LINES in stage["checks"]:
             figures["json_lines"] = len(lines)
             figures["json_max_bytes"] = max((len(line) for line in lines), default=0)
         summary[name] = figures

@@ -16,15 +16,23 @@ import numpy as np
 from heads.decode import Detections
 from parity.detection_stats import detection_record, detections_to_list
 from parity.gate import default_tolerances
-from parity.report import _clean, build_report
+from parity.report import build_report, plain_json
 from parity.tensor_stats import tensor_record
 
 STAGES = [
-    {"name": "torch", "layout": "native", "status": "ran", "reason": None},
-    {"name": "onnx", "layout": "legacy", "status": "ran", "reason": None},
+    {"name": "torch", "layout": "native", "status": "ran", "reason": None, "order": 0,
+     "reference": True, "compared_with": [], "checks": [], "colour": "#4e79a7"},
+    {"name": "onnx", "layout": "legacy", "status": "ran", "reason": None, "order": 20,
+     "reference": False, "compared_with": ["torch"], "checks": [], "colour": "#59a14f"},
     {"name": "onnx-sim", "layout": "legacy", "status": "skipped",
-     "reason": "model.sim.onnx absent"},
-    {"name": "device", "layout": "legacy", "status": "ran", "reason": None},
+     "reason": "model.sim.onnx absent", "order": 30, "reference": False,
+     "compared_with": ["onnx"], "checks": [], "colour": "#edc948"},
+    {"name": "ncnn-fp16", "layout": "legacy", "status": "skipped", "reason": "not selected",
+     "order": 50, "reference": False, "compared_with": ["onnx"], "checks": [],
+     "colour": "#ff5cc8"},
+    {"name": "device", "layout": "legacy", "status": "ran", "reason": None, "order": 60,
+     "reference": False, "compared_with": ["onnx"], "checks": ["device_input", "json_lines"],
+     "colour": "#a66bff"},
 ]
 
 
@@ -77,7 +85,7 @@ def shard_reports(shards: int = 2, images: int = 4, seed: int = 0) -> list[dict[
                         "skipped": {}, "shard": f"{index}/{shards}"}
         report = build_report({**header, "images": images_entry}, STAGES, mine,
                               default_tolerances())
-        reports.append(json.loads(json.dumps(_clean(report))))
+        reports.append(json.loads(json.dumps(plain_json(report))))
     return reports
 
 

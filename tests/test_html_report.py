@@ -17,7 +17,7 @@ from convert import convert_checkpoint
 from parity.check import CheckInputs, run_records
 from parity.cli import main
 from parity.gate import load_tolerances
-from parity.html_report import STAGE_COLOURS, log_bins, write_html
+from parity.html_report import log_bins, write_html
 from parity.images import in_memory
 from parity.report import build_report
 from parity.synthetic import default_frames
@@ -99,7 +99,9 @@ def test_text_is_escaped_and_marks_are_drawn(checked, tmp_path):
     hostile = copy.deepcopy(report)
     hostile["checkpoint"]["file"] = "<script>alert(1)</script>.pth"
     hostile["stages"].append({"name": "<b>evil</b>", "layout": "x", "status": "skipped",
-                              "reason": 'a "quoted" <reason> & more'})
+                              "reason": 'a "quoted" <reason> & more', "order": 99,
+                              "reference": False, "compared_with": [], "checks": [],
+                              "colour": '#000000"><i>colour</i>'})
     record = hostile["records"][0]
     stage = next(s["name"] for s in hostile["stages"][1:] if s["name"] in record["stages"])
     entry = record["stages"][stage]
@@ -113,6 +115,7 @@ def test_text_is_escaped_and_marks_are_drawn(checked, tmp_path):
     text = path.read_text()
     assert_self_contained(text)
     assert "<b>evil</b>" not in text and "&lt;b&gt;evil&lt;/b&gt;" in text
+    assert "<i>colour</i>" not in text
     assert "&lt;script&gt;" in text and "&lt;boom&gt;" in text
     assert f"+ extra {stage}" in text
     assert 'class="extra b-firmware"' in text
@@ -167,8 +170,7 @@ def test_renders_in_headless_chromium(checked, page, tmp_path):
     assert image.std() > 20, "blank screenshot"
     banner = (0x2e, 0x7d, 0x32) if report["gate"]["passed"] else (0xc6, 0x28, 0x28)
     assert pixels_near(image, banner) > 500, "verdict banner not rendered"
-    overlays = [STAGE_COLOURS[s["name"]] for s in report["stages"]
-                if s["status"] == "ran" and s["name"] in STAGE_COLOURS]
+    overlays = [s["colour"] for s in report["stages"] if s["status"] == "ran"]
     assert max(pixels_near(image, hex_rgb(c)) for c in overlays) > 50, "no stage boxes drawn"
 
 
