@@ -15,8 +15,16 @@ from torch import nn
 
 from heads.component import Keywords, Neck
 from heads.conv_modules import ConvModule
-from heads.schema import ACTIVATION, CHANNELS, Check, ConfigProblem, Schema, integer, \
-    integers, optional
+from heads.schema import (
+    ACTIVATION,
+    CHANNELS,
+    Check,
+    ConfigProblem,
+    Schema,
+    integer,
+    integers,
+    optional,
+)
 from heads.untrusted import shown
 from heads.weights import StateDict
 

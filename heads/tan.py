@@ -20,8 +20,16 @@ from torch import nn
 from heads.activations import activation_layer
 from heads.component import Keywords, Neck
 from heads.conv_modules import ConvModule
-from heads.schema import ACTIVATION, CHANNELS, Check, ConfigProblem, Schema, expected, integer, \
-    integers
+from heads.schema import (
+    ACTIVATION,
+    CHANNELS,
+    Check,
+    ConfigProblem,
+    Schema,
+    expected,
+    integer,
+    integers,
+)
 from heads.weights import ASSUMED_ACTIVATION, StateDict, UnknownArchitecture, count, shape
 
 LEVELS = 3  # NanoDet's TAN takes exactly three levels
@@ -56,6 +64,21 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """`attn(x, x, x)[0]` for (tokens, batch, channels) written out in matmuls and a softmax,
+    in torch's own order of operations, so that it exports at opset 11 (torch's module needs
+    opset 13 for its unflatten)."""
+    tokens, batch, channels = x.shape
+    heads = attn.num_heads
+    head_dim = channels // heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(tokens, batch * heads, head_dim).transpose(0, 1) for t in (q, k, v))
+    weights = torch.bmm(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1)).softmax(dim=-1)
+    weights = F.dropout(weights, attn.dropout, training=attn.training)
+    out = torch.bmm(weights, v).transpose(0, 1).reshape(tokens * batch, channels)
+    return attn.out_proj(out).reshape(tokens, batch, channels)
+
+
 class TransformerEncoder(nn.Module):
     """Pre-norm encoder layer: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
@@ -70,7 +93,7 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = self.norm1(x)
-        x = x + self.attn(normed, normed, normed)[0]
+        x = x + self_attention(self.attn, normed)
         return x + self.mlp(self.norm2(x))
 
 

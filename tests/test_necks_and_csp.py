@@ -22,7 +22,7 @@ from heads.fpn import FPN
 from heads.infer import infer_spec
 from heads.pan import PAN
 from heads.schema import ConfigProblem
-from heads.tan import TAN
+from heads.tan import TAN, self_attention
 from heads.timm_wrapper import TIMMWrapper
 from heads.weights import UnknownArchitecture
 
@@ -156,6 +156,35 @@ def test_tan_outputs_one_map_per_level_and_needs_the_trained_middle_size():
         tan([torch.randn(1, 116, 6, 6), torch.randn(1, 232, 3, 3), torch.randn(1, 464, 2, 2)])
 
 
+def test_tans_written_out_attention_equals_torchs_module():
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(embed_dim=16, num_heads=4, dropout=0.1).eval()
+    tokens = torch.randn(6, 2, 16)
+    with torch.no_grad():
+        assert torch.equal(self_attention(attn, tokens), attn(tokens, tokens, tokens)[0])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_tan_exports_to_onnx_at_opset_11(tmp_path):
+    """torch's MultiheadAttention needs opset 13; the converter exports at 11."""
+    tan = built(TAN, {"in_channels": [4, 8, 16], "out_channels": 8, "feature_hw": [2, 2],
+                      "num_heads": 2, "num_encoders": 1, "mlp_ratio": 2, "dropout_ratio": 0.1},
+                "fpn")
+
+    class Levels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tan = tan
+
+        def forward(self, low, mid, top):
+            return tuple(self.tan([low, mid, top]))
+
+    levels = (torch.zeros(1, 4, 4, 4), torch.zeros(1, 8, 2, 2), torch.zeros(1, 16, 1, 1))
+    torch.onnx.export(Levels().eval(), levels, str(tmp_path / "tan.onnx"), opset_version=11,
+                      dynamo=False)
+    assert (tmp_path / "tan.onnx").stat().st_size > 0
+
+
 def test_fpn_adds_the_upsampled_top_level_and_pan_differs_from_it():
     fpn = built(FPN, {"in_channels": [4, 8], "out_channels": 2, "num_outs": 2}, "fpn")
     pan = PAN(in_channels=(4, 8), out_channels=2).eval()
@@ -252,8 +281,8 @@ def without(sd: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
     (lambda sd: without(sd, "lateral_convs.2."),
      r"^fpn keys look like TAN but it has 2 lateral convs, not 3$"),
     (lambda sd: {**sd, "fpn.pos_embed": torch.zeros(24, 1, 128)},
-     r"^fpn keys look like TAN but fpn.pos_embed has shape \(24, 1, 128\), not \(side\*side, "
-     r"1, 128\) \(feature_hw is not stored: give --config\)$"),
+     (r"^fpn keys look like TAN but fpn.pos_embed has shape \(24, 1, 128\), not \(side\*side, "
+     r"1, 128\) \(feature_hw is not stored: give --config\)$")),
 ])
 def test_weights_that_look_like_tan_but_do_not_fit_get_one_line(broken, message):
     sd = seeded(built(TAN, config_section("nanodet-t.yml", "fpn"), "fpn"), "fpn.")
@@ -277,8 +306,8 @@ def test_weights_that_look_like_custom_csp_but_not_nanodet_g_get_one_line():
      r"^backbone keys look like a timm model \(backbone.timm.conv1.weight\) but not a ConvNeXt"),
     ({"backbone.timm.stem_0.weight": torch.zeros(24, 3, 4, 4),
       "backbone.timm.stages_0.blocks.0.conv_dw.weight": torch.zeros(24, 1, 7, 7)},
-     r"^backbone keys look like timm's ConvNeXt but its depths \[1\] and widths \[24\] match "
-     r"no convnext_atto"),
+     (r"^backbone keys look like timm's ConvNeXt but its depths \[1\] and widths \[24\] match "
+     r"no convnext_atto")),
 ])
 def test_weights_that_look_like_timm_but_are_not_a_rebuilt_convnext_get_one_line(sd, message):
     with pytest.raises(UnknownArchitecture, match=message):
@@ -315,8 +344,8 @@ def edited_config(tmp_path: Path, config: str, part: str, **changes: Any) -> Pat
     ("nanodet-g.yml", "backbone", {"norm_cfg": {"type": "GN"}},
      "model.arch.backbone.norm_cfg: only type BN is supported"),
     ("nanodet-plus_convnext-nano_640.yml", "backbone", {"model_name": "resnet18"},
-     "model.arch.backbone.model_name 'resnet18' is not a timm model this tool rebuilds "
-     "(known: convnext_atto, convnext_femto, convnext_pico, convnext_nano)"),
+     ("model.arch.backbone.model_name 'resnet18' is not a timm model this tool rebuilds "
+     "(known: convnext_atto, convnext_femto, convnext_pico, convnext_nano)")),
     ("nanodet-plus_convnext-nano_640.yml", "backbone", {"features_only": False},
      "model.arch.backbone.features_only=false is not supported"),
     ("nanodet-plus_convnext-nano_640.yml", "backbone", {"output_stride": 16},
