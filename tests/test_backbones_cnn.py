@@ -24,6 +24,7 @@ from heads.mobilenetv2 import MobileNetV2
 from heads.repvgg import RepVGG, RepVGGConvModule, deploy_form
 from heads.resnet import ResNet
 from heads.schema import ConfigProblem
+from heads.shufflenetv2 import ShuffleNetV2
 from heads.weights import UnknownArchitecture
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -170,7 +171,7 @@ def test_keywords_are_read_back_from_the_weights(cls, keywords):
 
 @pytest.mark.parametrize("cls", CNN_BACKBONES)
 def test_weights_of_other_backbones_are_not_claimed(cls):
-    for other, keywords in VARIANTS:
+    for other, keywords in [*VARIANTS, (ShuffleNetV2, {"model_size": "0.5x"})]:
         if other is not cls:
             assert cls.keywords_from_weights(with_prefix(other(**keywords))) is None, other
 
