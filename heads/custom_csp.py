@@ -93,6 +93,44 @@ def stage_output_widths(net_cfg: Sequence[Stage], in_channels: int = 3) -> list[
     return widths
 
 
+def checked_net_cfg(value: Any, key: str, error: type[Exception] = ConfigProblem
+                    ) -> tuple[Stage, ...]:
+    """net_cfg as a tuple of stage tuples, each of a known kind with values in range, each
+    stage taking the channels the previous one gives (3 for the first)."""
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_STAGES:
+        raise error(str(expected(key, f"a list of 1 to {MAX_STAGES} stages", value)))
+    stages, width = [], 3
+    for index, stage in enumerate(value):
+        where = f"{key}[{index}]"
+        checked = _checked_stage(stage, where, error)
+        if checked[0] != "MaxPool" and checked[1] != width:
+            raise error(f"{where}: takes {checked[1]} channels but gets {width}")
+        if checked[0] == "CspBlock" and checked[1] % 2:
+            raise error(f"{where}: a CspBlock needs an even channel count, not {checked[1]}")
+        width = stage_output_widths([checked], width)[0]
+        stages.append(checked)
+    return tuple(stages)
+
+
+def _checked_stage(stage: Any, where: str, error: type[Exception]) -> Stage:
+    kinds = " or ".join(f"[{k!r}, {', '.join(f)}]" for k, f in STAGE_FIELDS.items())
+    if not isinstance(stage, (list, tuple)) or not stage or stage[0] not in STAGE_FIELDS or \
+            len(stage) != 1 + len(STAGE_FIELDS[stage[0]]):
+        raise error(f"{where}: expected {kinds}, got {shown(stage)}")
+    for field, value in zip(STAGE_FIELDS[stage[0]], stage[1:]):
+        low, high = FIELD_RANGES[field]
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise error(f"{where}: {field} {shown(value)} is not an integer from {low} to {high}")
+    return tuple(stage)
+
+
+def batch_norm_only(value: Any, key: str) -> Any:
+    """NanoDet's norm_cfg: only BatchNorm is rebuilt."""
+    if mapping(value, key).get("type") != "BN":
+        raise ConfigProblem(f"{key}: only type BN is supported, got {shown(value)}")
+    return value
+
+
 class CustomCspNet(Backbone):
     """Outputs the stages `out_stages` names (indices into `net_cfg`); BN after every conv.
 
@@ -100,9 +138,9 @@ class CustomCspNet(Backbone):
     """
 
     CONFIG_KEYS: ClassVar[Schema] = {
-        "net_cfg": lambda value, key: checked_net_cfg(value, key),
+        "net_cfg": checked_net_cfg,
         "out_stages": integers(0, MAX_STAGES - 1, max_len=MAX_STAGES),
-        "norm_cfg": lambda value, key: batch_norm_only(value, key),
+        "norm_cfg": batch_norm_only,
         "activation": ACTIVATION,
     }
     WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.in_conv)"
@@ -189,40 +227,3 @@ def weight_layout(sd: StateDict, stages: int) -> list[tuple[Any, ...] | None]:
 def _stage_count(sd: StateDict) -> int:
     indices = [int(m.group(1)) for k in sd if (m := re.match(r"backbone\.stages\.(\d+)\.", k))]
     return max(indices, default=-1) + 1
-
-
-def checked_net_cfg(value: Any, key: str, error: type[Exception] = ConfigProblem
-                    ) -> tuple[Stage, ...]:
-    """net_cfg as a tuple of stage tuples, each of a known kind with values in range, each
-    stage taking the channels the previous one gives (3 for the first)."""
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_STAGES:
-        raise error(str(expected(key, f"a list of 1 to {MAX_STAGES} stages", value)))
-    stages, width = [], 3
-    for index, stage in enumerate(value):
-        where = f"{key}[{index}]"
-        checked = _checked_stage(stage, where, error)
-        if checked[0] != "MaxPool" and checked[1] != width:
-            raise error(f"{where}: takes {checked[1]} channels but gets {width}")
-        if checked[0] == "CspBlock" and checked[1] % 2:
-            raise error(f"{where}: a CspBlock needs an even channel count, not {checked[1]}")
-        width = stage_output_widths([checked], width)[0]
-        stages.append(checked)
-    return tuple(stages)
-
-
-def _checked_stage(stage: Any, where: str, error: type[Exception]) -> Stage:
-    kinds = " or ".join(f"[{k!r}, {', '.join(f)}]" for k, f in STAGE_FIELDS.items())
-    if not isinstance(stage, (list, tuple)) or not stage or stage[0] not in STAGE_FIELDS or \
-            len(stage) != 1 + len(STAGE_FIELDS[stage[0]]):
-        raise error(f"{where}: expected {kinds}, got {shown(stage)}")
-    for field, value in zip(STAGE_FIELDS[stage[0]], stage[1:]):
-        low, high = FIELD_RANGES[field]
-        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
-            raise error(f"{where}: {field} {shown(value)} is not an integer from {low} to {high}")
-    return tuple(stage)
-
-
-def batch_norm_only(value: Any, key: str) -> None:
-    """NanoDet's norm_cfg: only BatchNorm is rebuilt."""
-    if mapping(value, key).get("type") != "BN":
-        raise ConfigProblem(f"{key}: only type BN is supported, got {shown(value)}")

@@ -210,6 +210,9 @@ def _assumed_num_heads(width: int) -> int:
 
 
 def _mlp_ratio(sd: StateDict, width: int) -> float:
+    """A ratio for which NanoDet's int(width * mlp_ratio) is the stored MLP width."""
     hidden = shape(sd, "fpn.transformer.encoders.0.mlp.fc1.weight", ndim=2)[0]
+    if hidden % width == 0:
+        return hidden // width
     ratio = hidden / width
-    return int(ratio) if ratio.is_integer() else ratio
+    return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width

@@ -253,6 +253,8 @@ def test_tan_keywords_are_read_back_from_seeded_weights():
         "num_heads": 8, "num_encoders": 2, "mlp_ratio": 2, "dropout_ratio": 0.1,
         "activation": "LeakyReLU"}
     assert TAN.keywords_from_weights({"fpn.lateral_convs.0.conv.weight": torch.zeros(1)}) is None
+    odd_ratio = seeded(built(TAN, {**section, "mlp_ratio": 1.5}, "fpn"), "fpn.")
+    assert TAN.keywords_from_weights(odd_ratio)["mlp_ratio"] == 1.5
 
 
 def test_custom_csp_and_timm_keywords_are_read_back_from_seeded_weights():
