@@ -153,16 +153,37 @@ class TAN(Neck):
     def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         low, mid, top = (conv(x) for conv, x in zip(self.lateral_convs, inputs))
         mid_size = mid.shape[2:]
-        if not torch.jit.is_tracing() and mid_size.numel() != self.pos_embed.shape[0]:
-            raise ValueError(f"TAN's position embedding has {self.pos_embed.shape[0]} cells but "
-                             f"the middle level is {mid_size[0]}x{mid_size[1]}: the input size "
-                             "must give the config's feature_hw cells there")
+        problem = self.size_problem(mid_size[0] * mid_size[1], self.pos_embed.shape[0])
+        if problem:
+            raise ValueError(f"{problem} (the middle level is {mid_size[0]}x{mid_size[1]})")
         joined = torch.cat((F.interpolate(low, size=mid_size, mode="bilinear"), mid,
                             F.interpolate(top, size=mid_size, mode="bilinear")), dim=1)
         attended = self.transformer(joined, self.pos_embed)
         return [low + F.interpolate(attended, size=low.shape[2:], mode="bilinear"),
                 mid + attended,
                 top + F.interpolate(attended, size=top.shape[2:], mode="bilinear")]
+
+    @staticmethod
+    def size_problem(middle_cells: int, embedded_cells: int) -> str | None:
+        if middle_cells == embedded_cells:
+            return None
+        return (f"TAN's position embedding has {embedded_cells} cells, so the middle level "
+                f"must have that many, not {middle_cells}")
+
+    @classmethod
+    def input_size_problem(cls, input_size: tuple[int, int], middle_stride: int,
+                           feature_hw: tuple[int, int], **_: object) -> str | None:
+        """Why TAN cannot take a (w, h) input whose middle level has `middle_stride`, or None.
+
+        NanoDet trains TAN at one input size: feature_hw times the middle level's stride.
+        """
+        width, height = (side // middle_stride for side in input_size)
+        problem = cls.size_problem(width * height, feature_hw[0] * feature_hw[1])
+        if problem is None:
+            return None
+        trained = "x".join(str(side * middle_stride) for side in reversed(feature_hw))
+        return (f"input {input_size[0]}x{input_size[1]} gives a {width}x{height} middle level "
+                f"but TAN was trained with feature_hw {list(feature_hw)} (e.g. input {trained})")
 
     @classmethod
     def keywords_from_config(cls, values: Keywords) -> Keywords:

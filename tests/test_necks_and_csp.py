@@ -152,8 +152,16 @@ def test_tan_outputs_one_map_per_level_and_needs_the_trained_middle_size():
     levels = [torch.randn(1, 116, 4, 6), torch.randn(1, 232, 2, 3), torch.randn(1, 464, 1, 2)]
     outs = tan(levels)
     assert [tuple(o.shape) for o in outs] == [(1, 128, 4, 6), (1, 128, 2, 3), (1, 128, 1, 2)]
-    with pytest.raises(ValueError, match=r"6 cells but the middle level is 3x3"):
+    with pytest.raises(ValueError, match=r"^TAN's position embedding has 6 cells, so the middle "
+                       r"level must have that many, not 9 \(the middle level is 3x3\)$"):
         tan([torch.randn(1, 116, 6, 6), torch.randn(1, 232, 3, 3), torch.randn(1, 464, 2, 2)])
+
+
+def test_tan_names_the_input_size_it_was_trained_at():
+    assert TAN.input_size_problem((320, 320), 16, feature_hw=(20, 20)) is None
+    assert TAN.input_size_problem((320, 256), 16, feature_hw=(20, 20)) == (
+        "input 320x256 gives a 20x16 middle level but TAN was trained with feature_hw "
+        "[20, 20] (e.g. input 320x320)")
 
 
 def test_tans_written_out_attention_equals_torchs_module():
