@@ -1029,7 +1029,8 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.line, f.severity != "error"))
 
 
-@click.command("ncnn-lint", cls=OneLineCommand, help=__doc__.split("\n\n")[0])
+@click.command("ncnn-lint", cls=OneLineCommand,
+               help="Lint an NCNN .param (and its .bin) against the ncnn of a target.")
 @click.argument("param", type=click.Path(path_type=Path))
 @click.option("--bin", "bin_path", type=click.Path(path_type=Path), default=None,
               help="The weights (default: the .bin next to PARAM).")

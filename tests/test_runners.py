@@ -6,14 +6,25 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
 from heads.detector import build_detector
 from heads.loader import load_detector
 from parity.detect import legacy_layout_detections
+from parity.ncnn_param import Param
 from parity.preprocess import frame_to_tensor
+from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
+from parity.runners.ncnn_runner import NcnnRunner, net_layers
 from parity.runners.torch_runner import SharedForward
 from parity.stages import COMPARE_MIN_SCORE, StageContext
 from parity.tensor_stats import HIST_EDGES, tensor_record
-from tests.conftest import PLUS_CFG, PLUS_PTH, photo, seeded_state_dict, small_spec
+from tests.conftest import (
+    PLUS_CFG,
+    PLUS_PTH,
+    REFERENCE_NCNN,
+    photo,
+    seeded_state_dict,
+    small_spec,
+)
 
 
 def eager_logits(model, feed: np.ndarray) -> list[torch.Tensor]:
@@ -87,3 +98,23 @@ def test_decode_reuse_only_for_identical_outputs():
         got = context.decode("legacy", out, names, box)
         assert np.array_equal(got.scores, expected.scores)
         assert np.array_equal(got.boxes, expected.boxes)
+
+
+@pytest.mark.parametrize("stem", ["nanodet_m", "nanodet-plus-m_416"])
+def test_the_loaded_nets_layers_are_the_files(stem):
+    param, weights = REFERENCE_NCNN / f"{stem}.param", REFERENCE_NCNN / f"{stem}.bin"
+    runner = NcnnRunner(param, weights, Param.read(param).layers[0].tops[0], [])
+    from_net = [(l.type, l.name, l.bottoms, l.tops) for l in net_layers(runner.net)]
+    from_file = [(l.type, l.name, l.bottoms, l.tops) for l in Param.read(param).layers]
+    assert from_net == from_file and len(from_net) > 100
+
+
+def test_runners_refuse_blob_names_the_param_lacks():
+    param, weights = REFERENCE_NCNN / "nanodet_m.param", REFERENCE_NCNN / "nanodet_m.bin"
+    assert NcnnRunner(param, weights, "input.1", ["792", "424"]).output_names == ["792", "424"]
+    with pytest.raises(InputError, match="has no blob named 'nope'"):
+        NcnnRunner(param, weights, "input.1", ["792", "nope"])
+    # the fp16 Cast runner loads a rewritten net whose Cast blobs are not the model's
+    assert Fp16CastNcnnRunner(param, weights, "input.1", ["792"]).output_names == ["792"]
+    with pytest.raises(InputError, match="has no blob named '424__fp16'"):
+        Fp16CastNcnnRunner(param, weights, "input.1", ["792", "424__fp16"])
