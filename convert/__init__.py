@@ -1,6 +1,8 @@
 """The converter: checkpoint -> ONNX -> NCNN model folder for the UnitV2 (top layer).
 
-`convert_checkpoint(...)` is the Python API of the `convert` command. The
+`convert_checkpoint(...)` is the Python API of the `convert` command
+(`convert_model(checkpoint, ConvertOptions(...))` the same with an options
+value; convert/pipeline.py lists the steps they compose). The
 package imports torch only when that API is first used, so `python -m convert`
 can answer Ctrl-C during its start-up (see common/entrypoints.py). ONNX
 Runtime's telemetry, which writes `$TMPDIR/.ses` and files under ~/.cache, is
@@ -14,7 +16,7 @@ from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-__all__ = ["ConvertResult", "convert_checkpoint"]
+__all__ = ["ConvertOptions", "ConvertResult", "convert_checkpoint", "convert_model"]
 
 
 def __getattr__(name: str) -> Any:

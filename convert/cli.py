@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.cli import OneLineCommand, one_line_errors
-from convert.pipeline import ConvertResult, convert_checkpoint, parse_input_size
+from convert.options import parse_input_size
+from convert.pipeline import ConvertResult, convert_checkpoint
 from heads.info import info_dict, info_lines
 from heads.loader import load_detector
 
@@ -93,7 +94,7 @@ def print_summary(console: Console, result: ConvertResult) -> None:
                   + f"{len(manifest['architecture']['class_names'])} classes")
     table.add_row("layout", manifest["layout"] + f" (input {manifest['input']['name']} "
                   f"{manifest['input']['width']}x{manifest['input']['height']})")
-    table.add_row("rewrite", manifest["rewrite"]["detail"])
+    table.add_row("rewrite", result.rewrite.describe())
     table.add_row("target", f"{manifest['target']}, {manifest['weights']} weights")
     table.add_row("files", ", ".join(manifest["files"]))
     if result.tar:
@@ -111,16 +112,10 @@ def print_summary(console: Console, result: ConvertResult) -> None:
         for extra in check.extra[:5]:
             table.add_row("", escape(f"extra {extra['class']} {extra['score']} in "
                                      f"{extra['image']}"))
-        rewrite = manifest["rewrite"]
-        if check.stride64_only is not None and rewrite.get("strategy") == "plus-to-legacy":
-            if rewrite["stride64"] == "fold":
-                table.add_row("stride 64", f"{check.stride64_only} of "
-                              f"{check.reference_detections} detections need the stride-64 "
-                              "level: --stride64 drop would lose them")
-            else:
-                table.add_row("stride 64", f"dropped: {check.stride64_only} of "
-                              f"{check.reference_detections} detections needed it "
-                              "(--stride64 fold keeps them)")
+        stride64 = None if check.stride64_only is None else \
+            result.rewrite.stride64_note(check.stride64_only, check.reference_detections)
+        if stride64 is not None:
+            table.add_row("stride 64", stride64)
         if check.residuals is not None:
             table.add_row("residuals", f"{check.residuals['clamped']} cells scoring >= 0.4 had a "
                           "right/bottom edge under half a stride from their Plus centre "

@@ -9,7 +9,8 @@
   legacy layout.
 
 Every wrapper also offers `from_levels(logits)`: the layout computed from the
-model's raw per-level logits, so a checker can share one forward pass.
+model's raw per-level logits, so a checker can share one forward pass. The
+strategies of heads/rewrites.py choose the wrapper and record it in manifest.json.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,13 @@ import torch
 from click.testing import CliRunner
 
 from common.errors import StageError
-from convert import convert_checkpoint, pipeline
+from convert import ConvertOptions, convert_checkpoint, convert_model
 from convert.cli import main
+from convert.plan import choose_rewrite, plan
 from convert.verify import verify_folder
 from heads.loader import load_detector
-from heads.plus_to_legacy import PlusToLegacy
-from parity.model_folder import legacy_output_names, read_model_folder
+from heads.rewrites import LegacyAsIs, PlusNativeAsIs, PlusToLegacyRewrite
+from parity.model_folder import read_model_folder
 from parity.preprocess import frame_to_tensor
 from parity.runners.ncnn_runner import NcnnRunner
 from parity.synthetic import default_frames
@@ -75,21 +78,17 @@ def test_plus_ncnn_firmware_decode_equals_native_plus(plus_folder):
     assert result.stride64_only > 0  # the photos do exercise the stride-64 level
 
 
-def test_naive_rewrite_fails_verification(tmp_path, monkeypatch):
+def test_naive_rewrite_fails_verification(tmp_path):
     """Slicing Plus outputs as they are (no centre shift, stride 64 dropped) must fail."""
-
-    def naive(loaded, legacy_head, stride64):
-        wrapper = PlusToLegacy(loaded.model, "drop", compensate=False)
-        return pipeline.ExportPlan(wrapper, "legacy", "input.1", legacy_output_names(),
-                                   {"strategy": "naive", "detail": "naive slicing"})
-
-    monkeypatch.setattr(pipeline, "plan_export", naive)
     out = tmp_path / "naive"
-    result = convert_checkpoint(PLUS_PTH, legacy_head=True, output=out, frames=FRAMES[:12])
+    naive = PlusToLegacyRewrite("drop", centre_compensation=False)
+    result = convert_model(PLUS_PTH, ConvertOptions(legacy_head=True, output=out,
+                                                    frames=FRAMES[:12]), rewrite=naive)
     assert result.exit_code == 1
     assert result.verification.matched_fraction < 0.5
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["verification"]["status"] == "failed"
+    assert manifest["rewrite"]["centre_compensation"] is False  # the folder says what it holds
 
 
 def test_legacy_conversion_matches_reference_ncnn(legacy_folder):
@@ -124,60 +123,82 @@ def test_reshapes_keep_the_input_size_out(plus_folder):
     assert len(reshapes) >= 6 and all("0=-1" in line for line in reshapes)
 
 
-@pytest.mark.parametrize("stage", ["onnx-export", "onnxsim", "pnnx", "lint", "write"])
-def test_a_failing_stage_leaves_nothing_behind(tmp_path, monkeypatch, small_checkpoints, stage):
-    def boom(*args, **kwargs):
-        raise StageError(stage, "injected failure")
+def fail_when(reported: str, error: BaseException):
+    """A `report` for convert that raises `error` on the line holding `reported`."""
 
-    target = {"onnx-export": "export_onnx", "onnxsim": "simplify_onnx", "pnnx": "run_pnnx",
-              "lint": "_lint", "write": "write_manifest"}[stage]
-    monkeypatch.setattr(pipeline, target, boom)
+    def report(line: str) -> None:
+        if reported in line:
+            raise error
+
+    return report
+
+
+@pytest.mark.parametrize("stage", ["onnx-export", "onnxsim", "pnnx", "lint", "write"])
+def test_a_failing_stage_leaves_nothing_behind(tmp_path, small_checkpoints, stage):
+    """The failure comes when the stage's work is done, its files written."""
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, [str(small_checkpoints["plus"]), "--legacy-head", "-o",
-                                       str(out), "-q"])
-    assert result.exit_code == 2
-    assert f"{stage}: injected failure" in result.stderr
+    failing = fail_when(f" {stage} done", StageError(stage, "injected failure"))
+    with pytest.raises(StageError) as error:
+        convert_checkpoint(small_checkpoints["plus"], legacy_head=True, output=out,
+                           report=failing)
+    assert str(error.value) == f"{stage}: injected failure"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_amax_over_channels_is_caught_by_the_lint(tmp_path, monkeypatch, small_checkpoints):
+class AmaxLayout(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        outs = []
+        for cls, dis in self.model(x)[:3]:
+            best = torch.sigmoid(cls).amax(1, keepdim=True)
+            outs += [best.reshape(1, 1, -1).permute(0, 2, 1),
+                     dis.reshape(1, dis.shape[1], -1).permute(0, 2, 1)]
+        return tuple(outs)
+
+
+@dataclass(frozen=True)
+class AmaxRewrite(PlusToLegacyRewrite):
+    """The Plus-to-legacy strategy, exporting the class maximum with torch.amax."""
+
+    def wrapper(self, model):
+        return AmaxLayout(model)
+
+
+def test_amax_over_channels_is_caught_by_the_lint(tmp_path, small_checkpoints):
     """torch.amax exports to a Reduction the firmware's ncnn reads on the wrong axis."""
-
-    class AmaxLayout(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            outs = []
-            for cls, dis in self.model(x)[:3]:
-                best = torch.sigmoid(cls).amax(1, keepdim=True)
-                outs += [best.reshape(1, 1, -1).permute(0, 2, 1),
-                         dis.reshape(1, dis.shape[1], -1).permute(0, 2, 1)]
-            return tuple(outs)
-
-    def plan(loaded, legacy_head, stride64):
-        return pipeline.ExportPlan(AmaxLayout(loaded.model), "legacy", "input.1",
-                                   legacy_output_names(), {"strategy": "amax", "detail": "x"})
-
-    monkeypatch.setattr(pipeline, "plan_export", plan)
-    result = CliRunner().invoke(main, [str(small_checkpoints["plus"]), "--legacy-head", "-o",
-                                       str(tmp_path / "out"), "-q"])
-    assert result.exit_code == 2
-    assert "lint" in result.stderr and "Reduction" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    options = ConvertOptions(legacy_head=True, output=tmp_path / "out")
+    with pytest.raises(StageError) as error:
+        convert_model(small_checkpoints["plus"], options, rewrite=AmaxRewrite())
+    assert error.value.where == "lint" and "Reduction" in error.value.problem
+    assert "\n" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_pnnx_failure_names_stage_and_log(tmp_path, monkeypatch, small_checkpoints):
-    monkeypatch.setattr("convert.stages.pnnx_executable", lambda: "false")
+@pytest.fixture
+def failing_pnnx(tmp_path, monkeypatch) -> Path:
+    """A `pnnx` first on PATH that says why and fails."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    fake = tools / "pnnx"
+    fake.write_text("#!/bin/sh\necho 'fake pnnx: no conversion today' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    return fake
+
+
+def test_pnnx_failure_names_stage_and_log(tmp_path, failing_pnnx, small_checkpoints):
     result = CliRunner().invoke(main, [str(small_checkpoints["legacy"]), "-o",
                                        str(tmp_path / "out"), "-q"])
     assert result.exit_code == 2
-    assert "pnnx: pnnx failed" in result.stderr and "log: " in result.stderr
+    assert "pnnx: pnnx failed with exit code 3" in result.stderr and "log: " in result.stderr
     log = result.stderr.split("log: ")[1].rstrip(")\n")
-    assert "false" in Path(log).read_text()
+    assert f"$ {failing_pnnx} " in Path(log).read_text()
+    assert "fake pnnx: no conversion today" in Path(log).read_text()
     assert not (tmp_path / "out").exists()
+    Path(log).unlink()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -215,6 +236,36 @@ def test_summary_prints_class_and_image_names_as_text(tmp_path):
                 "rewrite": {"strategy": "none", "detail": "none"}, "target": "unitv2",
                 "weights": "fp16", "files": {"model.param": "0"}}
     console = Console(record=True, width=200)
-    print_summary(console, ConvertResult(tmp_path, manifest, check, notes=["[red]note"]))
+    print_summary(console, ConvertResult(tmp_path, manifest, check, LegacyAsIs(),
+                                         notes=["[red]note"]))
     text = console.export_text()
     assert "missing [/] 0.5 in [bold]photo.jpg" in text and "[red]note" in text
+
+
+@pytest.mark.parametrize("legacy_head, stride64, strategy", [
+    (False, "fold", PlusNativeAsIs()), (True, "fold", PlusToLegacyRewrite("fold")),
+    (True, "drop", PlusToLegacyRewrite("drop"))])
+def test_plan_names_the_blobs_of_the_chosen_layout(small_checkpoints, legacy_head, stride64,
+                                                   strategy):
+    loaded = load_detector(small_checkpoints["plus"])
+    chosen = choose_rewrite(loaded.spec, ConvertOptions(legacy_head=legacy_head,
+                                                        stride64=stride64))
+    assert chosen == strategy
+    export = plan(loaded, chosen)
+    if strategy.layout == "legacy":
+        assert export.input_name == "input.1" and len(export.output_names) == 6
+    else:
+        assert (export.input_name, export.output_names) == ("data", ["output"])
+    legacy = load_detector(small_checkpoints["legacy"])
+    assert choose_rewrite(legacy.spec, ConvertOptions(legacy_head=legacy_head)) == LegacyAsIs()
+
+
+@pytest.mark.parametrize("options, where", [
+    ({"stride64": "sometimes"}, "--stride64"), ({"target": "k210"}, "--target"),
+    ({"input_size": (320, 250)}, "--input-size")])
+def test_options_are_checked_when_constructed(options, where):
+    from common.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        ConvertOptions(**options)
+    assert error.value.where == where
