@@ -144,9 +144,13 @@ class CustomCspNet(Backbone):
         "activation": ACTIVATION,
     }
     WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.in_conv)"
+    # for heads.infer to add to the notes of an inferred CustomCspNet
+    INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (
+        ("CustomCspNet strides and pooling are not stored in the weights: nanodet-g's taken "
+        "(its layers matched)"),)
 
-    def __init__(self, *, net_cfg: Sequence[Sequence[Any]], out_stages: tuple[int, ...] = (3, 4, 5),
-                 activation: str = "LeakyReLU"):
+    def __init__(self, *, net_cfg: Sequence[Sequence[Any]],
+                 out_stages: tuple[int, ...] = (3, 4, 5), activation: str = "LeakyReLU"):
         super().__init__()
         net_cfg = checked_net_cfg(net_cfg, "net_cfg", error=ValueError)
         if not set(out_stages) <= set(range(len(net_cfg))):

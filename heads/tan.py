@@ -134,6 +134,11 @@ class TAN(Neck):
         "activation": ACTIVATION,
     }
     WEIGHTS_HINT = "TAN (fpn.transformer.encoders + fpn.pos_embed)"
+    # for heads.infer to add to the notes of an inferred TAN
+    INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (
+        (f"TAN num_heads is not stored in the weights: assumed {ASSUMED_NUM_HEADS} "
+         "(nanodet-t's); give --config if the model used another"),
+        "TAN feature_hw is stored only as a number of cells: taken as square")
 
     def __init__(self, *, in_channels: tuple[int, ...], out_channels: int,
                  feature_hw: tuple[int, int], num_heads: int, num_encoders: int,
