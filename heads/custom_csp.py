@@ -28,6 +28,8 @@ MAX_STAGES = 32
 NANODET_G_NET_CFG: tuple[Stage, ...] = (
     ("Conv", 3, 32, 3, 2), ("MaxPool", 3, 2), ("CspBlock", 32, 1, 3, 1),
     ("CspBlock", 64, 2, 3, 2), ("CspBlock", 128, 2, 3, 2), ("CspBlock", 256, 3, 3, 2))
+LAYOUT_NOTE = ("CustomCspNet strides and pooling are not stored in the weights: nanodet-g's "
+               "taken (its layers matched)")
 STAGE_FIELDS = {"Conv": ("in_channels", "out_channels", "kernel_size", "stride"),
                 "MaxPool": ("kernel_size", "stride"),
                 "CspBlock": ("in_channels", "num_res", "kernel_size", "stride")}
@@ -145,9 +147,7 @@ class CustomCspNet(Backbone):
     }
     WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.in_conv)"
     # for heads.infer to add to the notes of an inferred CustomCspNet
-    INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (
-        ("CustomCspNet strides and pooling are not stored in the weights: nanodet-g's taken "
-        "(its layers matched)"),)
+    INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (LAYOUT_NOTE,)
 
     def __init__(self, *, net_cfg: Sequence[Sequence[Any]],
                  out_stages: tuple[int, ...] = (3, 4, 5), activation: str = "LeakyReLU"):

@@ -214,8 +214,9 @@ def test_backbone_outputs_have_the_declared_widths_and_strides(component, config
         outs = component(**keywords).eval()(torch.zeros(1, 3, *size))
     widths = component.stage_widths(**keywords)
     strides = component.stage_strides(**keywords)
-    assert [tuple(o.shape) for o in outs] == [
-        (1, widths[s], size[0] // strides[s], size[1] // strides[s]) for s in keywords["out_stages"]]
+    assert [tuple(o.shape) for o in outs] == [(1, widths[s], size[0] // strides[s],
+                                               size[1] // strides[s])
+                                              for s in keywords["out_stages"]]
 
 
 def test_stage_widths_and_strides_of_nanodet_g_and_convnext_nano():
