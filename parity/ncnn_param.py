@@ -389,8 +389,9 @@ def _header_problems(lines: list[str]) -> tuple[list[ReadProblem], int | None, i
     if (len(second) == 2 and all(_INT_RE.fullmatch(t) for t in second)
             and all(int(t) > 0 for t in second)):
         return problems, int(second[0]), int(second[1])
+    given = lines[1].strip() if len(lines) > 1 else ""
     problems.append(ReadProblem(2, "line 2 must be '<layer_count> <blob_count>' (two positive "
-                                f"integers), got {short(lines[1].strip() if len(lines) > 1 else '')!r}"))
+                                f"integers), got {short(given)!r}"))
     return problems, None, None
 
 
