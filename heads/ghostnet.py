@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from heads.activations import activation_layer
-from heads.cnn_schema import multiplier_name, width_multiplier
 from heads.component import Backbone, Keywords
 from heads.ghost_pan import GhostModule
-from heads.schema import ACTIVATION, Schema, boolean, integers
+from heads.schema import ACTIVATION, Schema, boolean, integers, multiplier_name, width_multiplier
 from heads.weights import (
     ASSUMED_ACTIVATION,
     StateDict,

@@ -52,7 +52,9 @@ def _head(sd: StateDict, strides: tuple[int, ...]) -> HeadSpec:
 
 
 def _stage_of(width: int, widths: dict[int, int]) -> int:
-    for stage, w in widths.items():
+    """The deepest stage of that width (GhostNet's stages 3 and 4 are both 40 wide, and
+    NanoDet's configs take the deeper one)."""
+    for stage, w in reversed(widths.items()):
         if w == width:
             return stage
     raise UnknownArchitecture(f"neck input width {width} is no backbone stage's width")
@@ -74,8 +76,9 @@ def infer_spec(sd: StateDict) -> ArchSpec:
                                   f"gives {neck.out_channels}")
     if neck.kind == "PAN" and head.kind == "NanoDetPlusHead":
         raise UnknownArchitecture("a PAN neck with a head without gfl_reg is no released NanoDet")
-    notes = ((f"activation is not stored in the weights: assumed {ASSUMED_ACTIVATION} "
-              "(NanoDet's default); give --config if the model used another"),
+    assumed = backbone.get("activation", ASSUMED_ACTIVATION)
+    notes = ((f"activation is not stored in the weights: assumed {assumed} "
+              f"(NanoDet's default for {backbone.kind}); give --config if the model used another"),
              f"class names not given: using class0..class{head.num_classes - 1}")
     return ArchSpec(backbone=backbone, neck=neck, head=head,
                     class_names=default_class_names(head.num_classes), input_size=None,

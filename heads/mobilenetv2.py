@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from heads.activations import activation_layer
-from heads.cnn_schema import multiplier_name, width_multiplier
 from heads.component import Backbone, Keywords
-from heads.schema import ACTIVATION, CHANNELS, Schema, integers
+from heads.schema import ACTIVATION, CHANNELS, Schema, integers, multiplier_name, width_multiplier
 from heads.weights import (
     ASSUMED_ACTIVATION,
     StateDict,

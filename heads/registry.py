@@ -13,10 +13,15 @@ from typing import Any, TypeVar
 from torch import nn
 
 from heads.component import Backbone, Component, Head, Keywords, Neck
+from heads.efficientnet_lite import EfficientNetLite
 from heads.ghost_pan import GhostPAN
+from heads.ghostnet import GhostNet
+from heads.mobilenetv2 import MobileNetV2
 from heads.nanodet_head import NanoDetHead
 from heads.nanodet_plus_head import NanoDetPlusHead
 from heads.pan import PAN
+from heads.repvgg import RepVGG
+from heads.resnet import ResNet
 from heads.shufflenetv2 import ShuffleNetV2
 from heads.spec import BackboneSpec
 
@@ -85,6 +90,11 @@ def build(registry: Mapping[str, type[nn.Module]], kind: str, keywords: Keywords
 
 
 register_backbone(ShuffleNetV2)
+register_backbone(EfficientNetLite)
+register_backbone(RepVGG)
+register_backbone(MobileNetV2)
+register_backbone(ResNet)
+register_backbone(GhostNet)
 register_neck(PAN)
 register_neck(GhostPAN)
 register_head(NanoDetHead)

@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from heads.activations import activation_layer
-from heads.cnn_schema import integer_choice
 from heads.component import Backbone, Keywords
-from heads.schema import ACTIVATION, Schema, boolean, integers
+from heads.schema import ACTIVATION, Schema, boolean, integer_choice, integers
 from heads.weights import ASSUMED_ACTIVATION, StateDict, UnknownArchitecture, count, has_prefix
 
 STAGE_PLANES = (64, 128, 256, 512)

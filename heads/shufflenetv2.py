@@ -71,7 +71,7 @@ class ShuffleNetV2(Backbone):
         "activation": ACTIVATION,
         "with_last_conv": boolean,
     }
-    WEIGHTS_HINT = "ShuffleNetV2 backbone keys (backbone.stage2.*)"
+    WEIGHTS_HINT = "ShuffleNetV2 backbone keys (backbone.stage2.0.branch1.*)"
 
     def __init__(self, model_size: str = "1.5x", out_stages: tuple[int, ...] = (2, 3, 4),
                  activation: str = "ReLU", with_last_conv: bool = False):
@@ -114,7 +114,7 @@ class ShuffleNetV2(Backbone):
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
-        if not has_prefix(sd, "backbone.stage2."):
+        if not has_prefix(sd, "backbone.stage2.0.branch1."):  # RepVGG, MobileNetV2 have stage2 too
             return None
         stage2 = 2 * shape(sd, "backbone.stage2.0.branch1.2.weight")[0]
         sizes = [size for size, ch in STAGE_CHANNELS.items() if ch[1] == stage2]

@@ -38,19 +38,6 @@ OFFICIAL_CONFIGS = ("nanodet-EfficientNet-Lite0_320.yml", "nanodet-EfficientNet-
 CLASSES = {cls.__name__: cls for cls in CNN_BACKBONES}
 
 
-@pytest.fixture
-def cnn_registered():
-    """The five backbones registered first (before ShuffleNetV2, which claims any backbone.stage2.*)."""
-    saved = dict(registry.BACKBONES)
-    registry.BACKBONES.clear()
-    for cls in CNN_BACKBONES:
-        registry.register_backbone(cls)
-    registry.BACKBONES.update(saved)
-    yield
-    registry.BACKBONES.clear()
-    registry.BACKBONES.update(saved)
-
-
 def official(name: str) -> dict:
     return json.loads((FIXTURES / "official_keys" / f"{name}.json").read_text())
 
@@ -270,7 +257,7 @@ def test_deploy_form_weights_are_read_back_and_load():
 # --- configs ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", OFFICIAL_CONFIGS)
-def test_official_configs_build_and_their_weights_are_inferred(cnn_registered, name):
+def test_official_configs_build_and_their_weights_are_inferred(name):
     spec = read_config(CONFIGS / name)
     model = build_detector(spec)
     with torch.no_grad():
@@ -281,7 +268,7 @@ def test_official_configs_build_and_their_weights_are_inferred(cnn_registered, n
     assert inferred.architecture()["neck"] == spec.architecture()["neck"]
 
 
-def test_a_detector_in_deploy_form_is_inferred_as_such(cnn_registered):
+def test_a_detector_in_deploy_form_is_inferred_as_such():
     spec = read_config(CONFIGS / "nanodet-RepVGG-A0_416.yml")
     fused = deploy_form(build_detector(spec))
     inferred = infer_spec(fused.state_dict())
@@ -290,7 +277,7 @@ def test_a_detector_in_deploy_form_is_inferred_as_such(cnn_registered):
     build_detector(inferred).load_state_dict(fused.state_dict(), strict=True)
 
 
-def test_pretrain_is_accepted_and_never_downloads(cnn_registered, monkeypatch):
+def test_pretrain_is_accepted_and_never_downloads(monkeypatch):
     def no_download(*_args, **_kwargs):
         raise AssertionError("a download was attempted")
 
@@ -321,19 +308,16 @@ SMALL_CONFIGS = [
 
 
 @pytest.mark.parametrize("backbone, in_channels", SMALL_CONFIGS, ids=lambda v: str(v)[:24])
-def test_custom_config_weights_are_inferred(cnn_registered, backbone, in_channels):
+def test_custom_config_weights_are_inferred(backbone, in_channels):
     spec = spec_from_config(config(backbone, in_channels))
     inferred = infer_spec(build_detector(spec).state_dict()).backbone.keywords()
     assert inferred.pop("activation") == "LeakyReLU"
     expected = spec.backbone.keywords()
     del expected["activation"]
-    if backbone["name"] == "GhostNet" and inferred["out_stages"] == (3, 6, 9):
-        pytest.xfail("heads.infer takes the first stage of a width: GhostNet stages 3 and 4 "
-                     "are both 40 wide; it should take the deepest")
     assert inferred == expected
 
 
-def test_the_deprecated_act_key_replaces_activation(cnn_registered):
+def test_the_deprecated_act_key_replaces_activation():
     mobile = spec_from_config(config({"name": "MobileNetV2", "out_stages": [2, 4, 6],
                                       "activation": "ReLU", "act": "LeakyReLU"},
                                      [32, 96, 1280]))
@@ -366,7 +350,7 @@ def test_the_deprecated_act_key_replaces_activation(cnn_registered):
     ({"name": "GhostNet", "act": "Swish"},
      "model.arch.backbone.act 'Swish' is not a NanoDet activation"),
 ], ids=lambda v: str(v)[:40])
-def test_bad_backbone_values_name_the_key(cnn_registered, backbone, problem):
+def test_bad_backbone_values_name_the_key(backbone, problem):
     with pytest.raises(ConfigProblem) as raised:
         spec_from_config(config(backbone, [40, 112, 320]))
     assert str(raised.value).startswith(problem)
