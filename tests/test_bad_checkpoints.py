@@ -147,7 +147,7 @@ def test_nan_or_inf_weights(tmp_path, bad):
     ("backbone", "activation", "Swish", "not a NanoDet activation"),
     ("head", "activation", "Mish", "not a NanoDet activation"),
     ("backbone", "model_size", "0.75x", "not a ShuffleNetV2 size"),
-    ("backbone", "name", "MobileNetV2", "not supported"),
+    ("backbone", "name", "FooNet", "not supported"),
 ])
 def test_bad_config_values(tmp_path, section, key, value, phrase):
     cfg = yaml.safe_load(LEGACY_CFG.read_text())
