@@ -7,7 +7,7 @@ device.  What each ncnn version accepts is an ``NcnnTables`` object
 (``parity.ncnn_tables``, data in ``parity/data/``); every rule asks the tables of
 the target it lints for instead of knowing versions itself.
 
-Targets (``LINT_TARGETS``):
+Targets (``parity.targets``; each names the tables its ncnn is linted against):
 
 ``unitv2``
     Everything: file format, blob graph, ``.bin`` layout, and the old-version rules
@@ -29,7 +29,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import click
 
@@ -56,15 +55,8 @@ from parity.ncnn_param import (
     int_bits_as_float,
     short,
 )
-from parity.ncnn_tables import NcnnTables, ncnn_tables
-
-Target = Literal["unitv2", "ncnn-latest"]
-
-LINT_TARGETS: dict[str, tuple[str, ...]] = {
-    "unitv2": ("ncnn-20210222", "ncnn-20201208"),  # most likely library first
-    "ncnn-latest": ("ncnn-latest",),
-}
-"""Lint target -> the names of the ncnn tables it is checked against."""
+from parity.ncnn_tables import NcnnTables
+from parity.targets import TARGETS
 
 STRING_MAX = 255  # newer ncnn: string params, 15 + 240 characters
 
@@ -87,10 +79,10 @@ ARRAY_ELEMENT_TYPES: dict[tuple[str, int], str] = {
 
 
 def target_tables(target: str) -> tuple[NcnnTables, ...]:
-    """The tables lint target ``target`` is checked against (ValueError if unknown)."""
-    if target not in LINT_TARGETS:
+    """The tables of registered target ``target`` (ValueError if unknown)."""
+    if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}")
-    return tuple(ncnn_tables(name) for name in LINT_TARGETS[target])
+    return tuple(TARGETS[target].tables)
 
 
 def _id_range_consequence(tables: Sequence[NcnnTables]) -> str:
@@ -389,12 +381,12 @@ def _bin_findings(param_path: Path, bin_path: Path | None, layers: list[CheckedL
     return out.items
 
 
-def lint_param(param_path: Path, bin_path: Path | None = None, target: Target = "unitv2",
+def lint_param(param_path: Path, bin_path: Path | None = None, target: str = "unitv2",
                tables: Sequence[NcnnTables] | None = None) -> list[Finding]:
     """Lint ``param_path`` (and its ``.bin``) for ``target``; findings sorted by line.
 
     ``tables`` (the ncnn versions to check against) default to those of ``target``
-    (``LINT_TARGETS``); given, ``target`` only names them in messages.
+    (``parity.targets``); given, ``target`` only names them in messages.
     ``bin_path`` defaults to the ``.bin`` next to the ``.param`` (same stem); if that
     does not exist the ``.bin`` checks are skipped with a warning.
     """
@@ -426,7 +418,7 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
 @click.argument("param", type=click.Path(path_type=Path))
 @click.option("--bin", "bin_path", type=click.Path(path_type=Path), default=None,
               help="The weights (default: the .bin next to PARAM).")
-@click.option("--target", type=click.Choice(sorted(LINT_TARGETS)), default="unitv2",
+@click.option("--target", type=click.Choice(list(TARGETS)), default="unitv2",
               show_default=True, help="The ncnn to lint against.")
 @one_line_errors("ncnn-lint")
 def main(param: Path, bin_path: Path | None, target: str) -> int:

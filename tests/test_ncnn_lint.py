@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from convert.ncnn_lint import LINT_TARGETS, Finding, lint_param, main
+from convert.ncnn_lint import Finding, lint_param, main
 from parity.ncnn_tables import TABLE_FILES, ncnn_tables
+from parity.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "fixtures" / "reference-ncnn"
-BOTH = ",".join(LINT_TARGETS["unitv2"])
+BOTH = ",".join(TARGETS["unitv2"].ncnn_tables)
 
 # A tiny valid net: Input 16x16x3 -> 3x3 conv (8 outputs, bias, ReLU) -> Sigmoid.
 CONV_LINE = "Convolution conv0 1 1 data c0 0=8 1=3 4=1 5=1 6=216 9=1"
@@ -93,7 +94,7 @@ def test_crafted_base_is_clean(tmp_path: Path) -> None:
 
 
 def test_tables_by_name() -> None:
-    for name in LINT_TARGETS["unitv2"]:
+    for name in TARGETS["unitv2"].ncnn_tables:
         tables = ncnn_tables(name)
         assert tables.name == name
         assert tables.layer("Convolution").reads_weights is True
