@@ -65,22 +65,22 @@ class MLP(nn.Module):
 
 
 def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """`attn(x, x, x)[0]` for (tokens, batch, channels) written out in matmuls and a softmax,
-    in torch's own order of operations, so that it exports at opset 11 (torch's module needs
-    opset 13 for its unflatten)."""
-    tokens, batch, channels = x.shape
+    """`attn(x, x, x)[0]` for batch-first (batch, tokens, channels), written out in matmuls and
+    a softmax: it exports at opset 11 (torch's module needs 13), and with the batch as the
+    first dimension of every reshape, as converters to ncnn expect."""
+    batch, tokens, channels = x.shape
     heads = attn.num_heads
     head_dim = channels // heads
     q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.reshape(tokens, batch * heads, head_dim).transpose(0, 1) for t in (q, k, v))
-    weights = torch.bmm(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1)).softmax(dim=-1)
+    q, k, v = (t.reshape(batch, tokens, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+    weights = torch.matmul(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1)).softmax(dim=-1)
     weights = F.dropout(weights, attn.dropout, training=attn.training)
-    out = torch.bmm(weights, v).transpose(0, 1).reshape(tokens * batch, channels)
-    return attn.out_proj(out).reshape(tokens, batch, channels)
+    out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, tokens, channels)
+    return attn.out_proj(out)
 
 
 class TransformerEncoder(nn.Module):
-    """Pre-norm encoder layer: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Pre-norm encoder layer: x + attn(norm1(x)), then x + mlp(norm2(x)); x batch-first."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout_ratio: float,
                  activation: str):
@@ -114,10 +114,12 @@ class TransformerBlock(nn.Module):
             for _ in range(num_encoders)))
 
     def forward(self, x: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
+        """NanoDet's tokens are (tokens, batch, channels); these are batch-first, which is
+        the same arithmetic in another memory layout."""
         batch, _, height, width = x.shape
-        tokens = self.conv(x).flatten(2).permute(2, 0, 1) + pos_embed
+        tokens = self.conv(x).flatten(2).transpose(1, 2) + pos_embed.transpose(0, 1)
         tokens = self.encoders(tokens)
-        return tokens.permute(1, 2, 0).reshape(batch, -1, height, width)
+        return tokens.transpose(1, 2).reshape(batch, -1, height, width)
 
 
 class TAN(Neck):

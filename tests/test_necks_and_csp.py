@@ -167,9 +167,11 @@ def test_tan_names_the_input_size_it_was_trained_at():
 def test_tans_written_out_attention_equals_torchs_module():
     torch.manual_seed(0)
     attn = torch.nn.MultiheadAttention(embed_dim=16, num_heads=4, dropout=0.1).eval()
-    tokens = torch.randn(6, 2, 16)
+    tokens = torch.randn(6, 2, 16)  # (tokens, batch, channels), as NanoDet feeds its module
+    batch_first = tokens.transpose(0, 1)
     with torch.no_grad():
-        assert torch.equal(self_attention(attn, tokens), attn(tokens, tokens, tokens)[0])
+        assert torch.equal(self_attention(attn, batch_first).transpose(0, 1),
+                           attn(tokens, tokens, tokens)[0])
 
 
 @pytest.mark.filterwarnings("ignore")
