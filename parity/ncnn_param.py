@@ -285,19 +285,6 @@ class Layer:
                 return
         self.params.append(param)
 
-    def param(self, pid: int) -> LayerParam | None:
-        """The readable param with id `pid` that ncnn keeps (the last one written)."""
-        found = None
-        for param in self.params:
-            if param.id == pid and param.ok:
-                found = param
-        return found
-
-    def scalar(self, pid: int, default: float) -> int | float:
-        """`pd.get(pid, default)`."""
-        param = self.param(pid)
-        return default if param is None else param.number(default)
-
     def state(self) -> tuple:
         """Everything written for this layer (to tell whether it was edited)."""
         return (self.type, self.name, tuple(self.bottoms), tuple(self.tops),

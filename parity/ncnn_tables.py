@@ -82,11 +82,8 @@ class NcnnTables:
     enum_limits: Mapping[str, Any] = field(default_factory=dict)
     unmodelled_weight_layouts: frozenset[str] = frozenset()
 
-    def has_layer(self, layer_type: str) -> bool:
-        """True when ``layer_type`` is registered (possibly with a null creator)."""
-        return layer_type in self.layers
-
     def layer(self, layer_type: str) -> LayerSpec | None:
+        """The registered layer type (possibly with a null creator), None if unknown."""
         return self.layers.get(layer_type)
 
     def supports(self, capability: str) -> bool:
@@ -94,11 +91,6 @@ class NcnnTables:
         if capability not in CAPABILITIES:
             raise KeyError(f"unknown ncnn capability {capability!r}")
         return capability in self.capabilities
-
-    @property
-    def lists_params(self) -> bool:
-        """True when every layer's param ids are listed (unknown ids can be checked)."""
-        return all(spec.params is not None for spec in self.layers.values())
 
 
 def ncnn_tables(name: str) -> NcnnTables:
@@ -112,10 +104,10 @@ def ncnn_tables(name: str) -> NcnnTables:
 def _load(name: str, source: str | Path) -> NcnnTables:
     resource = source if isinstance(source, Path) else \
         importlib.resources.files("parity").joinpath("data", source)
-    return tables_from_json(name, json.loads(resource.read_text(encoding="utf-8")))
+    return _from_json(name, json.loads(resource.read_text(encoding="utf-8")))
 
 
-def tables_from_json(name: str, data: Mapping[str, Any]) -> NcnnTables:
+def _from_json(name: str, data: Mapping[str, Any]) -> NcnnTables:
     """Tables from the parsed JSON of one data file."""
     unknown = set(data.get("capabilities", [])) - set(CAPABILITIES)
     if unknown:
