@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from heads.spec import NANODET_MEAN_BGR
 from parity.unitv2.decode import FirmwareObject, decode_levels
 from parity.unitv2.detection_line import json_line
 from parity.unitv2.geometry import Letterbox, firmware_letterbox
@@ -50,9 +51,9 @@ class LegacyBlobs:
         return [name for level in self.level_outputs() for name in level]
 
 
-NANODET_NORMALISATION = Normalisation(mean_bgr=(103.53, 116.28, 123.675),
+NANODET_NORMALISATION = Normalisation(mean_bgr=NANODET_MEAN_BGR,
                                       norm_bgr=(0.017429, 0.017507, 0.017125))
-"""NanoDet's defaults (std 57.375, 57.12, 58.395), as its ncnn demo and the UnitV2 write them."""
+"""NanoDet's defaults (norm = 1 / std, rounded as its ncnn demo and the UnitV2 write it)."""
 
 LEGACY_NANODET_BLOBS = LegacyBlobs(input="input.1", strides=(8, 16, 32))
 """The names NanoDet's legacy ncnn export and demo use; the UnitV2 firmware's input name."""
