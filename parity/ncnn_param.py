@@ -237,9 +237,7 @@ def param_of_token(token: str) -> LayerParam | None:
 class Layer:
     """One layer line: `type name n_bottoms n_tops bottoms... tops... id=value...`.
 
-    `line` is its 1-based line in the file read (0 for a layer built in code);
-    `stray_token` the first token that is not `id=value` (ncnn stops reading the
-    layer's params there and takes it for the next layer's type).
+    `line` is its 1-based line in the file read (0 for a layer built in code).
     """
 
     type: str
@@ -248,7 +246,6 @@ class Layer:
     tops: list[str]
     params: list[LayerParam] = field(default_factory=list)
     line: int = 0
-    stray_token: str | None = None
 
     @classmethod
     def build(cls, layer_type: str, name: str, bottoms: list[str], tops: list[str],
@@ -304,7 +301,8 @@ class ReadProblem:
     layer_type: str = ""
     layer_name: str = ""
     fatal: bool = True
-    stray_token: bool = False  # the line's first token that is not id=value
+    stray_token: bool = False  # about a token that is not id=value: ncnn stops reading the
+    # layer's params there and takes it for the next layer's type
 
 
 def _layer_problem(line: int, message: str, layer_type: str = "", layer_name: str = "",
@@ -351,7 +349,6 @@ def scan_layer_line(number: int, text: str) -> tuple[Layer | None, list[ReadProb
     for token in tokens[blobs_end:]:
         param = param_of_token(token)
         if param is None:
-            layer.stray_token = token
             problems.append(ReadProblem(
                 number, f"token {short(token)!r} is not id=value: ParamDict stops here and ncnn "
                 "reads it as the next layer's type, so the rest of the file misparses",
