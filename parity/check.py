@@ -20,6 +20,7 @@ from parity.detection_stats import detection_record, detections_to_list
 from parity.images import CameraFrame, Photo, UnusableImage
 from parity.model_folder import read_model_folder
 from parity.preprocess import SharedInput, frame_to_tensor
+from parity.report_types import StageRow
 from parity.runners.torch_runner import FREEZE_PAYS_FROM
 from parity.stage_registry import JSON_LINES
 from parity.stages import Stage, StageContext, build_stages
@@ -161,7 +162,7 @@ def photo_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
     return image_record(loaded, stages, context, camera, input_size)
 
 
-def stage_table(stages: list[Stage]) -> list[dict[str, Any]]:
+def stage_table(stages: list[Stage]) -> list[StageRow]:
     """The report's stage table: each stage's descriptor, layout and whether it ran."""
     return [stage.table_row() for stage in stages]
 
@@ -171,7 +172,7 @@ class CheckRun:
     """What a run produced: records in photo order, the stage table, skipped photos."""
 
     records: list[dict[str, Any]]
-    stages: list[dict[str, Any]]
+    stages: list[StageRow]
     skipped: dict[str, str]  # photo name -> why it could not become a camera frame
     checkpoint_sha256: str  # of the bytes the reference model was loaded from
 

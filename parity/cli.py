@@ -6,6 +6,7 @@ Exit codes: 0 pass, 1 parity failure, 2 usage or input error.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,19 @@ from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from heads.untrusted import open_regular
 from parity.check import CheckInputs, run_records
 from parity.folder_check import report_of_run
-from parity.gate import load_tolerances
+from parity.gate import read_tolerances
 from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
 from parity.model_folder import ModelFolder, read_model_folder
 from parity.report import (
     merge_reports,
+    plain_json,
     print_summary,
     read_report,
     write_json,
     write_junit,
 )
 from parity.report_files import check_report_paths, write_atomically
+from parity.report_types import Report
 from parity.synthetic import default_frames
 
 PATH = click.Path(path_type=Path)
@@ -87,7 +90,7 @@ def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Pho
     return chosen
 
 
-def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
+def _outputs(report: Report, json_path: Path | None, junit: Path | None,
              html: Path | None, frames: LazyFrames | None, console: Console) -> int:
     if json_path:
         write_atomically(json_path, lambda path: write_json(report, path))
@@ -98,7 +101,7 @@ def _outputs(report: dict[str, Any], json_path: Path | None, junit: Path | None,
 
         write_atomically(html, lambda path: write_html(report, path, frames))
     print_summary(report, console)
-    return EXIT_OK if report["gate"]["passed"] else EXIT_CHECK_FAILED
+    return EXIT_OK if report.gate.passed else EXIT_CHECK_FAILED
 
 
 @main.command()
@@ -129,7 +132,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
           strict: bool, quiet: bool) -> None:
     """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
-    limits = load_tolerances(tolerances, profile)
+    limits = read_tolerances(tolerances, profile)
     shard_of = parse_shard(shard)
     open_regular(checkpoint, "checkpoint").close()  # a FIFO or device is refused unread
     folder = read_model_folder(model_dir)
@@ -156,8 +159,7 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     report = report_of_run(checkpoint, folder, run, source, limits, shard_of)
     frames = LazyFrames(photos)
     if blame:
-        first = report["records"][0]["image"]
-        report["blame"] = _blame(folder, frames[first])
+        report = replace(report, blame=plain_json(_blame(folder, frames[report.records[0].image])))
     sys.exit(_outputs(report, json_path, junit, html, frames, console))
 
 

@@ -1,4 +1,5 @@
-"""Detection differences of a stage against the reference, per image and merged.
+"""Detection differences of a stage against the reference, per image (parity.summary merges
+them).
 
 Bands by score: `firmware` (>= 0.4, what the device shows), `mid` (0.2-0.4)
 and `low` (below 0.2), where conversions legitimately differ more.
@@ -49,7 +50,7 @@ def detection_record(reference: Detections, stage: Detections) -> dict[str, Any]
             "extra": [int(j) for j in m.extra]}
 
 
-def _average_precision(scored: list[tuple[float, bool]], positives: int) -> float:
+def average_precision(scored: list[tuple[float, bool]], positives: int) -> float:
     """All-point interpolated AP of (score, true positive) pairs."""
     if positives == 0:
         return 1.0 if not scored else 0.0
@@ -80,55 +81,3 @@ def ap50_hits(reference: Detections, stage: Detections) -> list[tuple[float, boo
                 taken[best] = hit = True
         hits.append((float(stage.scores[j]), hit))
     return hits
-
-
-def _shown(found: Detections) -> Detections:
-    """Only what the firmware shows (score >= 0.4)."""
-    keep = found.scores >= BANDS["firmware"][0]
-    return Detections(found.boxes[keep], found.scores[keep], found.labels[keep])
-
-
-def merge_detection_records(images: list[dict]) -> dict[str, Any]:
-    """Aggregate over images; each item has reference, stage, record (detection_record)."""
-    bands: dict[str, dict[str, Any]] = {
-        name: {"reference": 0, "matched": 0, "missing": 0, "extra": 0, "label_changes": 0,
-               "iou": [], "score_diff": [], "edge_px": []} for name in BANDS}
-    scored: list[tuple[float, bool]] = []
-    scored_shown: list[tuple[float, bool]] = []
-    positives = positives_shown = 0
-    for item in images:
-        reference = detections_from_list(item["reference"])
-        stage = detections_from_list(item["stage"])
-        record = item["record"]
-        for score in reference.scores:
-            bands[band_of(float(score))]["reference"] += 1
-        for pair in record["pairs"]:
-            band = bands[band_of(float(reference.scores[pair["ref"]]))]
-            band["matched"] += 1
-            band["label_changes"] += not pair["same_label"]
-            band["iou"].append(pair["iou"])
-            band["score_diff"].append(pair["score_diff"])
-            band["edge_px"].append(pair["edge_px"])
-        for i in record["missing"]:
-            bands[band_of(float(reference.scores[i]))]["missing"] += 1
-        for j in record["extra"]:
-            bands[band_of(float(stage.scores[j]))]["extra"] += 1
-        scored += ap50_hits(reference, stage)
-        positives += len(reference)
-        shown_ref, shown_stage = _shown(reference), _shown(stage)
-        scored_shown += ap50_hits(shown_ref, shown_stage)
-        positives_shown += len(shown_ref)
-    summary: dict[str, Any] = {"ap50": _average_precision(scored_shown, positives_shown),
-                               "ap50_all_bands": _average_precision(scored, positives),
-                               "bands": {}}
-    for name, band in bands.items():
-        values = {key: band.pop(key) for key in ("iou", "score_diff", "edge_px")}
-        band["matched_fraction"] = band["matched"] / band["reference"] if band["reference"] \
-            else 1.0
-        band["min_iou"] = min(values["iou"], default=1.0)
-        band["mean_iou"] = float(np.mean(values["iou"])) if values["iou"] else 1.0
-        band["max_score_diff"] = max(values["score_diff"], default=0.0)
-        band["max_edge_px"] = max(values["edge_px"], default=0.0)
-        band["values"] = values
-        summary["bands"][name] = band
-    return summary

@@ -17,10 +17,12 @@ import numpy as np
 from common.errors import InputError
 from common.versions import tool_versions
 from parity.check import CheckInputs, CheckRun, run_records
-from parity.gate import load_tolerances
+from parity.gate import read_tolerances
 from parity.images import Photo, in_memory
 from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
 from parity.report import build_report
+from parity.report_codec import encode
+from parity.report_types import Report, Tolerances
 
 IN_MEMORY_SOURCE = "in-memory"
 
@@ -29,15 +31,19 @@ IN_MEMORY_SOURCE = "in-memory"
 class FolderCheck:
     """What a check found: the report (as `parity check --json` writes it) and its verdict."""
 
-    report: dict[str, Any]
+    report: Report
 
     @property
     def passed(self) -> bool:
-        return bool(self.report["gate"]["passed"])
+        return self.report.gate.passed
 
     @property
     def blamed_stage(self) -> str | None:
-        return self.report["gate"]["blamed_stage"]
+        return self.report.gate.blamed_stage
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as `parity check --json` writes it."""
+        return encode(self.report)
 
 
 def report_header(checkpoint: Path, checkpoint_sha256: str, folder: ModelFolder, source: str,
@@ -59,8 +65,7 @@ def report_header(checkpoint: Path, checkpoint_sha256: str, folder: ModelFolder,
 
 
 def report_of_run(checkpoint: Path, folder: ModelFolder, run: CheckRun, source: str,
-                  tolerances: dict[str, Any], shard: tuple[int, int] | None = None
-                  ) -> dict[str, Any]:
+                  tolerances: Tolerances, shard: tuple[int, int] | None = None) -> Report:
     """The report of a finished run; a run without one usable image is an InputError."""
     if not run.records:
         raise InputError(source, "no usable image: an empty check cannot pass "
@@ -79,7 +84,7 @@ def check_photos(checkpoint: Path, model_dir: Path, photos: Sequence[Photo], sou
     inputs = CheckInputs(checkpoint, model_dir, config,
                          frozenset(only) if only is not None else None)
     run = run_records(inputs, photos, workers, progress)
-    limits = tolerances if tolerances is not None else load_tolerances(None)
+    limits = tolerances if tolerances is not None else read_tolerances(None)
     return FolderCheck(report_of_run(checkpoint, folder, run, source, limits))
 
 
@@ -92,6 +97,6 @@ def check_folder(checkpoint: Path, model_dir: Path, frames: Sequence[tuple[str, 
     `profile` names a [profiles.<name>] table of the tolerances (None: the plain
     defaults); `only` limits the stages run beside the reference (e.g. {"ncnn"}).
     Bad input raises InputError; a failed check is `passed == False`."""
-    tolerances = load_tolerances(tolerance_file, profile)
+    tolerances = read_tolerances(tolerance_file, profile)
     return check_photos(checkpoint, model_dir, in_memory(frames), IN_MEMORY_SOURCE,
                         config=config, tolerances=tolerances, only=only)

@@ -18,8 +18,19 @@ import cv2
 import numpy as np
 
 from parity.detection_stats import BANDS, band_of
-from parity.gate import limits_for
 from parity.images import LazyFrames, PhotoFile, in_memory
+from parity.report_types import (
+    BandValues,
+    DetectionLimits,
+    Record,
+    Report,
+    ShapeMismatchFigures,
+    StageFailed,
+    StageFigures,
+    StageResult,
+    StageRow,
+    TensorFigures,
+)
 from parity.stage_registry import DEVICE_INPUT, JSON_LINES
 
 MAX_WIDTH = 640
@@ -76,10 +87,10 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 # ----------------------------------------------------------------------------- frames
 
-def regenerate_frames(report: dict[str, Any]) -> Frames:
+def regenerate_frames(report: Report) -> Frames:
     """The report's camera frames again: the bundled+synthetic set, or its folder's photos."""
-    source = str(report["images"]["source"])
-    names = [r["image"] for r in report["records"]]
+    source = report.images.source
+    names = [r.image for r in report.records]
     if source.startswith(SYNTHETIC_PREFIX):
         from parity.synthetic import default_frames
 
@@ -114,38 +125,38 @@ def _flatten(data: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
         yield prefix, data
 
 
-def _header_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+def _header_rows(report: Report) -> list[tuple[str, str]]:
     """(label, text) lines of the header table."""
-    checkpoint, folder, images = report["checkpoint"], report["model_folder"], report["images"]
-    size = folder.get("input") or {}
-    source = f'{images["count"]} from {images["source"]}'
-    if images.get("shard"):
-        source += f'  shard {images["shard"]}'
-    if images.get("unreadable"):
-        source += f'  unreadable: {", ".join(images["unreadable"])}'
-    tools = "  ".join(f"{k} {v}" for k, v in _flatten(report.get("tool", {})))
-    model = str(folder.get("path", ""))
-    if folder.get("layout"):
-        model += f'  layout {folder["layout"]}'
+    checkpoint, folder, images = report.checkpoint, report.model_folder, report.images
+    size = folder.input or {}
+    source = f'{images.count} from {images.source}'
+    if images.shard:
+        source += f'  shard {images.shard}'
+    if images.unreadable:
+        source += f'  unreadable: {", ".join(images.unreadable)}'
+    tools = "  ".join(f"{k} {v}" for k, v in _flatten(report.tool))
+    model = folder.path
+    if folder.layout:
+        model += f'  layout {folder.layout}'
     if size:
         model += f'  input {size.get("width")}×{size.get("height")} {size.get("pixel_format", "")}'
 
-    rows = [("checkpoint", f'{checkpoint["file"]}  sha256 {checkpoint.get("sha256", "")}'),
+    rows = [("checkpoint", f'{checkpoint.file}  sha256 {checkpoint.sha256 or ""}'),
             ("model folder", model), ("images", source), ("tools", tools or "—")]
-    if report.get("blame"):
-        rows.append(("blame", report["blame"].get("summary", "")))
+    if report.blame:
+        rows.append(("blame", report.blame.get("summary", "")))
     return rows
 
 
-def header_html(report: dict[str, Any]) -> str:
+def header_html(report: Report) -> str:
     """Title, verdict banner and the run's provenance."""
-    gate = report["gate"]
-    if gate["passed"]:
+    gate = report.gate
+    if gate.passed:
         verdict = '<div class="verdict pass">PASS</div>'
     else:
-        failing = ", ".join(gate.get("failing_stages") or [])
+        failing = ", ".join(gate.failing_stages)
         verdict = (f'<div class="verdict fail">FAIL <span>first failing stage: '
-                   f'<b>{esc(gate["blamed_stage"])}</b> (failing: {esc(failing)})</span></div>')
+                   f'<b>{esc(gate.blamed_stage)}</b> (failing: {esc(failing)})</span></div>')
     cells = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
                     for k, v in _header_rows(report))
     return (f'<header><h1>NanoDet → UnitV2 parity report</h1>{verdict}'
@@ -154,56 +165,56 @@ def header_html(report: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- stage table
 
-def _failing_columns(report: dict[str, Any]) -> set[tuple[str, str]]:
+def _failing_columns(report: Report) -> set[tuple[str, str]]:
     """(stage, stage-table column) of every failing check."""
     failing = set()
-    for check in report["gate"]["checks"]:
-        if not check["passed"]:
-            name = check["check"]
-            column = CHECK_COLUMNS.get(name) or name.split(".")[0]
-            failing.add((check["stage"], column))
+    for check in report.gate.checks:
+        if not check.passed:
+            column = CHECK_COLUMNS.get(check.check) or check.check.split(".")[0]
+            failing.add((check.stage, column))
     return failing
 
 
-def _worst_tensor(tensors: dict[str, Any]) -> tuple[str, str]:
+def _worst_tensor(tensors: dict[str, TensorFigures | ShapeMismatchFigures]) -> tuple[str, str]:
     """(value, blob) of the largest max-abs difference over blobs."""
     worst_blob, worst = "", -1.0
     for blob, figures in tensors.items():
-        if "shape_mismatch" in figures:
+        if not isinstance(figures, TensorFigures):
             return "shape", blob
-        value = number(figures.get("max_abs"))
+        value = number(figures.max_abs)
         value = math.inf if math.isnan(value) else value
         if value > worst:
             worst_blob, worst = blob, value
     return (fmt(worst), worst_blob) if worst_blob else ("", "")
 
 
-def _inputs_cell(figures: dict[str, Any], stage: dict[str, Any]) -> str:
-    if DEVICE_INPUT in stage["checks"]:
-        return f"max Δ {fmt(number(figures.get('input_max_diff', 0.0)), 3)}"
-    return f"{fmt(number(figures.get('identical_input_fraction', 1.0)) * 100, 3)}% same"
+def _inputs_cell(figures: StageFigures, stage: StageRow) -> str:
+    if DEVICE_INPUT in stage.checks:
+        diff = figures.input_max_diff if figures.input_max_diff is not None else 0.0
+        return f"max Δ {fmt(number(diff), 3)}"
+    return f"{fmt(number(figures.identical_input_fraction) * 100, 3)}% same"
 
 
-def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
+def stage_row(report: Report, index: int, stage: StageRow,
               failing: set[tuple[str, str]], reference: str | None) -> str:
     """One row of the stage table; failing figures in red."""
-    name = stage["name"]
-    swatch = f'<span class="sw" style="background:{esc(stage["colour"])}"></span>'
-    lead = f"<td>{swatch}{esc(name)}</td><td>{esc(stage.get('layout', ''))}</td>"
-    if stage["status"] != "ran" or name not in report["summary"]:
-        reason = stage.get("reason") or "not run"
+    name = stage.name
+    swatch = f'<span class="sw" style="background:{esc(stage.colour)}"></span>'
+    lead = f"<td>{swatch}{esc(name)}</td><td>{esc(stage.layout)}</td>"
+    if not stage.ran or name not in report.summary:
+        reason = stage.reason or "not run"
         return f'<tr class="skipped">{lead}<td colspan="11">skipped: {esc(reason)}</td></tr>'
-    figures = report["summary"][name]
-    band = figures["detections"]["bands"]["firmware"]
-    tensor, blob = _worst_tensor(figures.get("tensors", {}))
+    figures = report.summary[name]
+    band = figures.detections.bands["firmware"]
+    tensor, blob = _worst_tensor(figures.tensors)
     bad = {column for s, column in failing if s == name}
     status = "reference" if name == reference else ("FAIL" if bad else "ok")
-    error = f' title="{esc(figures["first_error"])}"' if figures.get("first_error") else ""
-    cells = [("status", status), ("errors", figures["errors"]),
-             ("matched", f'{band["matched"]}/{band["reference"]}'), ("extra", band["extra"]),
-             ("min_iou", fmt(band["min_iou"])), ("score", fmt(band["max_score_diff"])),
-             ("edge", fmt(band["max_edge_px"])), ("ap50", fmt(figures["detections"]["ap50"])),
-             ("tensors", tensor), ("vs", figures.get("compared_with") or ""),
+    error = f' title="{esc(figures.first_error)}"' if figures.first_error else ""
+    cells = [("status", status), ("errors", figures.errors),
+             ("matched", f'{band.matched}/{band.reference}'), ("extra", band.extra),
+             ("min_iou", fmt(band.min_iou)), ("score", fmt(band.max_score_diff)),
+             ("edge", fmt(band.max_edge_px)), ("ap50", fmt(figures.detections.ap50)),
+             ("tensors", tensor), ("vs", figures.compared_with or ""),
              ("inputs", _inputs_cell(figures, stage))]
     body = "".join(f'<td class="{"bad" if key in bad or (key == "status" and bad) else ""}"'
                    f'{error if key == "errors" else ""}>{esc(value)}'
@@ -212,19 +223,19 @@ def stage_row(report: dict[str, Any], index: int, stage: dict[str, Any],
     return f"<tr>{lead}{body}</tr>"
 
 
-def stage_table(report: dict[str, Any]) -> str:
+def stage_table(report: Report) -> str:
     """The terminal summary's table, and every failing check with its limit."""
     failing = _failing_columns(report)
-    reference = next((s["name"] for s in report["stages"] if s["reference"]), None)
+    reference = next((s.name for s in report.stages if s.reference), None)
     head = ("stage", "layout", "status", "errors", "matched ≥0.4", "extra ≥0.4", "min IoU",
             "max |Δscore|", "max edge px", "AP50", "max |Δtensor| (blob)", "vs", "inputs")
     rows = "".join(stage_row(report, i, s, failing, reference)
-                   for i, s in enumerate(report["stages"]))
-    checks = [c for c in report["gate"]["checks"] if not c["passed"]]
-    failed = "".join(f'<li><b>{esc(c["stage"])}</b>: {esc(c["check"])} = {esc(fmt(c["value"]))}'
-                     f' (limit {esc(fmt(c["limit"]))})</li>' for c in checks)
+                   for i, s in enumerate(report.stages))
+    checks = [c for c in report.gate.checks if not c.passed]
+    failed = "".join(f'<li><b>{esc(c.stage)}</b>: {esc(c.check)} = {esc(fmt(c.value))}'
+                     f' (limit {esc(fmt(c.limit))})</li>' for c in checks)
     listing = f'<ul class="failed">{failed}</ul>' if checks else \
-        f'<p class="okline">all {len(report["gate"]["checks"])} checks pass</p>'
+        f'<p class="okline">all {len(report.gate.checks)} checks pass</p>'
     return (f'<section><h2>Stages</h2><p class="note">Detection figures are for the firmware '
             f'band (reference score ≥ {FIRMWARE_MIN}); tensors are compared with the stage in '
             f'“vs”. Red cells fail a check.</p><div class="scroll"><table class="stages">'
@@ -232,10 +243,10 @@ def stage_table(report: dict[str, Any]) -> str:
             + f"</tr></thead><tbody>{rows}</tbody></table></div>{listing}</section>")
 
 
-def ran_slots(report: dict[str, Any]) -> list[Slot]:
+def ran_slots(report: Report) -> list[Slot]:
     """Stages that ran, in table order; the first is the reference."""
-    return [Slot(i, s["name"], esc(s["colour"])) for i, s in enumerate(report["stages"])
-            if s["status"] == "ran" and s["name"] in report["summary"]]
+    return [Slot(i, s.name, esc(s.colour)) for i, s in enumerate(report.stages)
+            if s.ran and s.name in report.summary]
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -294,19 +305,19 @@ def histogram_svg(values: list[Any], title: str, low: int, high: int, limit: flo
             f'height="{height}">{"".join(parts)}</svg>')
 
 
-def band_charts(values: dict[str, list[Any]], band: str, limits: dict[str, float],
+def band_charts(values: BandValues, band: str, limits: DetectionLimits,
                 colour: str) -> str:
     """The three charts of one stage and band; tolerances apply to the firmware band."""
     charts = []
     for key, title, low, high, tol, plotted in METRICS:
-        limit = plotted(limits[tol]) if band == "firmware" else None
+        limit = plotted(getattr(limits, tol)) if band == "firmware" else None
         label = f"{title} (limit {fmt(limit, 3)})" if limit is not None else title
-        shown = [plotted(v) for v in values.get(key, [])]  # e.g. IoU is drawn as 1 - IoU
+        shown = [plotted(v) for v in getattr(values, key)]  # e.g. IoU is drawn as 1 - IoU
         charts.append(histogram_svg(shown, label, low, high, limit, colour))
     return f'<div class="hb h-{band}">{"".join(charts)}</div>'
 
 
-def histograms(report: dict[str, Any]) -> str:
+def histograms(report: Report) -> str:
     """Per compared stage and band: 1−IoU, |Δscore| and edge error of matched pairs."""
     radios = "".join(f'<input type="radio" name="hband" id="hb-{band}" class="tog"'
                      f'{" checked" if band == "firmware" else ""}>' for band in BANDS)
@@ -314,9 +325,9 @@ def histograms(report: dict[str, Any]) -> str:
                      for band, (lo, hi) in BANDS.items())
     rows = []
     for _, name, colour in ran_slots(report)[1:]:
-        limits = limits_for(report["tolerances"], name, "detections")
-        bands = report["summary"][name]["detections"]["bands"]
-        charts = "".join(band_charts(bands[band]["values"], band, limits, colour)
+        limits = report.tolerances.limits(name).detections
+        bands = report.summary[name].detections.bands
+        charts = "".join(band_charts(bands[band].values, band, limits, colour)
                          for band in BANDS)
         rows.append(f'<div class="hrow"><div class="hname"><span class="sw" style="background:'
                     f'{colour}"></span>{esc(name)}</div>{charts}</div>')
@@ -355,25 +366,25 @@ def _tag(x: float, y: float, text: str, font: float, bounds: tuple[int, int], cl
             f'y="{y + font:.1f}" font-size="{font:.1f}" class="tagtx">{esc(text)}</text></g>')
 
 
-def stage_overlay(record: dict[str, Any], slot: Slot, font: float) -> tuple[str, str]:
+def stage_overlay(record: Record, slot: Slot, font: float) -> tuple[str, str]:
     """(boxes, missing/extra markers) of one stage, all in class s{index}."""
     index, name, colour = slot
-    entry = record["stages"].get(name, {})
-    if "detections" not in entry:
+    entry = record.stages.get(name)
+    if not isinstance(entry, StageResult):
         return "", ""
-    reference, detections = record.get("reference", []), entry["detections"]
-    size = tuple(record["frame_size"])
+    reference, detections = record.reference or [], entry.detections
+    size = record.frame_size
     boxes = "".join(_rect(row, f"b-{band_of(float(row[4]))}", _tip(name, j, row))
                     for j, row in enumerate(detections))
     marks = []
-    for i in entry["match"]["missing"]:
+    for i in entry.match.missing:
         row = reference[i]
         band = band_of(float(row[4]))
         x1, y1, _, _ = _box(row)
         marks.append(_rect(row, f"miss b-{band}", "missing in " + _tip(name, i, row))
                      + _tag(x1, y1 + index * font * 1.35, f"✕ missing {name}", font,
                             size, f"b-{band}"))
-    for j in entry["match"]["extra"]:
+    for j in entry.match.extra:
         row = detections[j]
         band = band_of(float(row[4]))
         x1, _, _, y2 = _box(row)
@@ -385,10 +396,10 @@ def stage_overlay(record: dict[str, Any], slot: Slot, font: float) -> tuple[str,
             f'<g class="mk s{index}" {style}>{"".join(marks)}</g>')
 
 
-def frame_svg(record: dict[str, Any], frame: np.ndarray | None,
+def frame_svg(record: Record, frame: np.ndarray | None,
               slots: list[Slot]) -> str:
     """The frame with reference (dashed) and per-stage boxes, in frame pixels."""
-    w, h = (int(v) for v in record["frame_size"])
+    w, h = record.frame_size
     font = 12.0 * w / min(w, MAX_WIDTH)
     if frame is not None:
         canvas = (f'<image href="{jpeg_data_uri(frame)}" x="0" y="0" width="{w}" height="{h}" '
@@ -400,9 +411,9 @@ def frame_svg(record: dict[str, Any], frame: np.ndarray | None,
     layers = [stage_overlay(record, slot, font) for slot in slots]
     reference = "".join(f'<g class="b-{band_of(float(row[4]))}">'
                         + _rect(row, "u") + _rect(row, "d", _tip("reference", i, row))
-                        + "</g>" for i, row in enumerate(record.get("reference", [])))
+                        + "</g>" for i, row in enumerate(record.reference or []))
     return (f'<svg class="frame" viewBox="0 0 {w} {h}" width="{min(w, MAX_WIDTH)}" '
-            f'role="img" aria-label="{esc(record["image"])}">{canvas}'
+            f'role="img" aria-label="{esc(record.image)}">{canvas}'
             + "".join(boxes for boxes, _ in layers) + f'<g class="ref">{reference}</g>'
             + "".join(marks for _, marks in layers) + "</svg>")
 
@@ -418,41 +429,41 @@ def _listing(rows: list[list[Any]], indices: list[int], who: str) -> str:
     return " ".join(items)
 
 
-def image_counts(record: dict[str, Any], name: str) -> dict[str, Any]:
+def image_counts(record: Record, name: str) -> dict[str, Any]:
     """Firmware-band figures of one stage on one image."""
-    reference = record.get("reference", [])
-    entry = record["stages"][name]
-    detections, match = entry["detections"], entry["match"]
-    fw_pairs = [p for p in match["pairs"] if float(reference[p["ref"]][4]) >= FIRMWARE_MIN]
+    reference = record.reference or []
+    entry = record.stages[name]
+    detections, match = entry.detections, entry.match
+    fw_pairs = [p for p in match.pairs if float(reference[p.ref][4]) >= FIRMWARE_MIN]
     return {"shown": sum(float(r[4]) >= FIRMWARE_MIN for r in detections),
             "all": len(detections),
             "reference": sum(float(r[4]) >= FIRMWARE_MIN for r in reference),
             "matched": len(fw_pairs),
-            "missing": sum(float(reference[i][4]) >= FIRMWARE_MIN for i in match["missing"]),
-            "extra": sum(float(detections[j][4]) >= FIRMWARE_MIN for j in match["extra"]),
-            "min_iou": min((p["iou"] for p in fw_pairs), default=None)}
+            "missing": sum(float(reference[i][4]) >= FIRMWARE_MIN for i in match.missing),
+            "extra": sum(float(detections[j][4]) >= FIRMWARE_MIN for j in match.extra),
+            "min_iou": min((p.iou for p in fw_pairs), default=None)}
 
 
-def _issues(record: dict[str, Any], entry: dict[str, Any]) -> str:
-    match, parts = entry["match"], []
-    if match["missing"]:
-        parts.append(f'<div>missing: {_listing(record.get("reference", []), match["missing"], "ref")}'
+def _issues(record: Record, entry: StageResult) -> str:
+    match, parts = entry.match, []
+    if match.missing:
+        parts.append(f'<div>missing: {_listing(record.reference or [], match.missing, "ref")}'
                      '</div>')
-    if match["extra"]:
-        parts.append(f'<div>extra: {_listing(entry["detections"], match["extra"], "")}</div>')
+    if match.extra:
+        parts.append(f'<div>extra: {_listing(entry.detections, match.extra, "")}</div>')
     return "".join(parts)
 
 
-def image_table(record: dict[str, Any], slots: list[Slot]) -> str:
+def image_table(record: Record, slots: list[Slot]) -> str:
     """Per stage on one image: firmware-band matching, and who is missing or extra."""
     rows = []
     for _, name, colour in slots:
-        entry = record["stages"].get(name)
+        entry = record.stages.get(name)
         if entry is None:
             continue
         lead = f'<td><span class="sw" style="background:{colour}"></span>{esc(name)}</td>'
-        if "error" in entry:
-            rows.append(f'<tr>{lead}<td colspan="4" class="bad">error: {esc(entry["error"])}'
+        if isinstance(entry, StageFailed):
+            rows.append(f'<tr>{lead}<td colspan="4" class="bad">error: {esc(entry.error)}'
                         f'</td></tr>')
             continue
         c = image_counts(record, name)
@@ -467,17 +478,17 @@ def image_table(record: dict[str, Any], slots: list[Slot]) -> str:
             f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def image_badge(record: dict[str, Any], slots: list[Slot]) -> str:
+def image_badge(record: Record, slots: list[Slot]) -> str:
     """Missing/extra summed over the compared stages of one image, firmware band apart."""
     missing = extra = errors = below = 0
     for _, name, _ in slots[1:]:
-        entry = record["stages"].get(name, {})
-        if "error" in entry:
+        entry = record.stages.get(name)
+        if isinstance(entry, StageFailed):
             errors += 1
-        elif "detections" in entry:
+        elif isinstance(entry, StageResult):
             c = image_counts(record, name)
             missing, extra = missing + c["missing"], extra + c["extra"]
-            below += len(entry["match"]["missing"]) + len(entry["match"]["extra"]) \
+            below += len(entry.match.missing) + len(entry.match.extra) \
                 - c["missing"] - c["extra"]
     parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra")) if n]
     badge = f'<span class="badge warn">{esc(", ".join(parts))} ≥0.4</span>' if parts \
@@ -489,14 +500,15 @@ def image_badge(record: dict[str, Any], slots: list[Slot]) -> str:
     return badge
 
 
-def json_lines_html(record: dict[str, Any], stages: list[dict[str, Any]]) -> str:
+def json_lines_html(record: Record, stages: list[StageRow]) -> str:
     """What each stage with JSON lines (the device) printed for this image, when it ran."""
     parts = []
     for stage in stages:
-        lines = record["stages"].get(stage["name"], {}).get("json_lines") \
-            if JSON_LINES in stage["checks"] else None
+        entry = record.stages.get(stage.name)
+        lines = entry.json_lines if isinstance(entry, StageResult) \
+            and JSON_LINES in stage.checks else None
         if lines:
-            parts.append(f'<details class="jl" open><summary>{esc(stage["name"])} JSON lines '
+            parts.append(f'<details class="jl" open><summary>{esc(stage.name)} JSON lines '
                          f'({len(lines)})</summary><pre>{esc(chr(10).join(lines))}</pre>'
                          '</details>')
     return "".join(parts)
@@ -520,31 +532,31 @@ def toggles(slots: list[Slot]) -> tuple[str, str]:
     return "".join(inputs), "".join(labels)
 
 
-def _from_size(record: dict[str, Any]) -> str:
+def _from_size(record: Record) -> str:
     """' (camera frame of a WxH photo)' when the photo was not 640x480 already."""
-    original = record.get("original_size")
-    if not original or list(original) == list(record["frame_size"]):
+    original = record.original_size
+    if not original or original == record.frame_size:
         return ""
     return f' <small>(camera frame of a {int(original[0])}x{int(original[1])} photo)</small>'
 
 
-def images_section(report: dict[str, Any], frames: Frames) -> str:
+def images_section(report: Report, frames: Frames) -> str:
     """Index with badges, the toggles and legend, then one card per image."""
     slots = ran_slots(report)
     if not slots:
         return '<section class="imgs"><h2>Images</h2><p>no stage ran</p></section>'
     inputs, labels = toggles(slots)
     index, cards = [], []
-    for k, record in enumerate(report["records"]):
+    for k, record in enumerate(report.records):
         badge = image_badge(record, slots)
-        index.append(f'<li><a href="#img-{k}">{esc(record["image"])}</a> {badge}</li>')
-        frame = frames.get(record["image"])
+        index.append(f'<li><a href="#img-{k}">{esc(record.image)}</a> {badge}</li>')
+        frame = frames.get(record.image)
         found = "" if frame is not None else ' <span class="badge warn">image not found</span>'
-        cards.append(f'<article id="img-{k}"><h3>{esc(record["image"])}{_from_size(record)} '
+        cards.append(f'<article id="img-{k}"><h3>{esc(record.image)}{_from_size(record)} '
                      f'{badge}{found}</h3>'
                      f'<div class="card"><div class="pic">{frame_svg(record, frame, slots)}'
                      f'</div><div class="side">{image_table(record, slots)}'
-                     f'{json_lines_html(record, report["stages"])}</div></div></article>')
+                     f'{json_lines_html(record, report.stages)}</div></div></article>')
     return (f'<section class="imgs"><h2>Images</h2><ul class="index">{"".join(index)}</ul>'
             f'{inputs}<div class="legend">show: {labels}<span class="key">dashed white = '
             f'reference · thick dotted = missing in that stage · thick filled = extra · hover a '
@@ -633,19 +645,18 @@ footer{color:#999;font-size:11px;margin:30px 0 10px}
 """
 
 
-def render_html(report: dict[str, Any], frames: Frames) -> str:
+def render_html(report: Report, frames: Frames) -> str:
     """The whole page as a string."""
-    title = f'parity {"PASS" if report["gate"]["passed"] else "FAIL"}: ' \
-            f'{report["checkpoint"]["file"]}'
+    title = f'parity {"PASS" if report.gate.passed else "FAIL"}: {report.checkpoint.file}'
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{esc(title)}</title><style>{page_css(len(report["stages"]))}</style>'
+            f'<title>{esc(title)}</title><style>{page_css(len(report.stages))}</style>'
             f'</head><body>{header_html(report)}{stage_table(report)}{histograms(report)}'
-            f'{images_section(report, frames)}<footer>{esc(report.get("schema", ""))} v'
-            f'{esc(report.get("schema_version", ""))}</footer></body></html>\n')
+            f'{images_section(report, frames)}<footer>{esc(report.schema)} v'
+            f'{esc(report.schema_version)}</footer></body></html>\n')
 
 
-def write_html(report: dict[str, Any], path: Path,
+def write_html(report: Report, path: Path,
                frames: Mapping[str, np.ndarray] | None) -> None:
     """Write the self-contained HTML report; frames are regenerated when None.
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from parity.layouts import Layout
+from parity.report_types import StageRow
 
 if TYPE_CHECKING:
     from parity.stages import Stage, StageInputs
@@ -49,13 +50,13 @@ class StageDescriptor:
         if unknown:
             raise ValueError(f"stage {self.name!r}: unknown check {unknown[0]!r}")
 
-    def table_row(self, layout: Layout, reason: str | None) -> dict[str, Any]:
+    def table_row(self, layout: Layout, reason: str | None) -> StageRow:
         """This stage's row of a report's stage table (`reason` why it was skipped)."""
-        return {"name": self.name, "layout": str(layout),
-                "status": "skipped" if reason is not None else "ran", "reason": reason,
-                "order": self.order, "reference": self.reference,
-                "compared_with": list(self.compared_with), "checks": list(self.checks),
-                "colour": self.colour}
+        return StageRow(name=self.name, layout=str(layout),
+                        status="skipped" if reason is not None else "ran", reason=reason,
+                        order=self.order, reference=self.reference,
+                        compared_with=list(self.compared_with), checks=list(self.checks),
+                        colour=self.colour)
 
 
 class StageRegistry:

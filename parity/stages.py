@@ -18,13 +18,13 @@ import numpy as np
 
 from common.errors import InputError, StageError
 from heads.decode import Detections, LevelOutput
-from heads.export import LegacyLayout, PlusNativeLayout
 from heads.loader import LoadedModel
-from heads.plus_to_legacy import PlusToLegacy
+from heads.rewrites import read_rewrite
 from parity.detect import legacy_layout_detections, native_detections, split_native_output
 from parity.layouts import Layout
-from parity.model_folder import FIRMWARE_JSON, ModelFolder
+from parity.model_folder import FIRMWARE_JSON, MANIFEST, ModelFolder
 from parity.preprocess import SharedInput
+from parity.report_types import StageRow
 from parity.runners.base import Runner
 from parity.runners.ncnn_runner import NcnnRunner, param_blobs
 from parity.runners.onnx_runner import OnnxRunner
@@ -70,7 +70,7 @@ class Stage:
     def name(self) -> str:
         return self.descriptor.name
 
-    def table_row(self) -> dict:
+    def table_row(self) -> StageRow:
         """The row of the report's stage table."""
         return self.descriptor.table_row(self.layout, self.skipped if self.runner is None
                                          else None)
@@ -168,13 +168,9 @@ def _check_compatible(loaded: LoadedModel, folder: ModelFolder) -> None:
 
 
 def _export_wrapper(loaded: LoadedModel, folder: ModelFolder):
-    if folder.layout == Layout.PLUS_NATIVE:
-        return PlusNativeLayout(loaded.model)
-    if not loaded.spec.is_plus:
-        return LegacyLayout(loaded.model)
-    rewrite = folder.manifest.get("rewrite", {})
-    return PlusToLegacy(loaded.model, stride64=rewrite.get("stride64", "fold"),
-                        compensate=rewrite.get("centre_compensation", True))
+    """The export wrapper of the rewrite strategy the folder's manifest records."""
+    strategy = read_rewrite(folder.manifest, folder.path / MANIFEST, loaded.spec)
+    return strategy.wrapper(loaded.model)
 
 
 @dataclass

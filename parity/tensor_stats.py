@@ -1,12 +1,11 @@
 """Tensor differences between two stages, kept in a form that merges exactly.
 
 Per image and blob we keep sums and a fixed histogram of |a - b|, so that
-shards merged give the same max / mean / p99 / cosine as one run.
+shards merged give the same max / mean / p99 / cosine as one run
+(parity.summary merges them).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -98,35 +97,3 @@ def _identical_record(a: np.ndarray, reference: np.ndarray, class_columns: int |
         scored = int((reference[:, :class_columns].max(1) >= ARGMAX_MIN_SCORE).sum())
         record["argmax_rows"] = record["argmax_agree"] = scored
     return record
-
-
-def _p99(hist: np.ndarray) -> float:
-    total = hist.sum()
-    if total == 0:
-        return 0.0
-    index = int(np.searchsorted(np.cumsum(hist), 0.99 * total))
-    return float(HIST_EDGES[min(index + 1, len(HIST_EDGES) - 1)])  # the bin's upper edge
-
-
-def merge_tensor_records(records: list[dict]) -> dict[str, Any]:
-    """Aggregate figures of one blob over images."""
-    mismatched = [r for r in records if "shape_mismatch" in r]
-    if mismatched:
-        ref, stage = mismatched[0]["shape_mismatch"]
-        return {"shape_mismatch": f"{ref} vs {stage}", "images": len(records)}
-    count = sum(r["count"] for r in records)
-    hist = np.sum([r["hist"] for r in records], axis=0)
-    norms = sum(r["norm_ref"] for r in records) * sum(r["norm_stage"] for r in records)
-    result = {
-        "max_abs": max(r["max_abs"] for r in records),
-        "mean_abs": sum(r["sum_abs"] for r in records) / max(count, 1),
-        "p99_abs": _p99(hist),
-        "max_rel": max(r["max_rel"] for r in records),
-        "cosine": sum(r["dot"] for r in records) / np.sqrt(norms) if norms > 0 else 1.0,
-        "nonfinite": sum(r["nonfinite"] for r in records),
-        "images": len(records),
-    }
-    rows = sum(r.get("argmax_rows", 0) for r in records)
-    if rows:
-        result["argmax_agreement"] = sum(r["argmax_agree"] for r in records) / rows
-    return result

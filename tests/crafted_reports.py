@@ -15,8 +15,10 @@ import numpy as np
 
 from heads.decode import Detections
 from parity.detection_stats import detection_record, detections_to_list
-from parity.gate import default_tolerances
+from parity.gate import read_tolerances
 from parity.report import build_report, plain_json
+from parity.report_codec import decode
+from parity.report_types import StageRow
 from parity.tensor_stats import tensor_record
 
 STAGES = [
@@ -83,8 +85,9 @@ def shard_reports(shards: int = 2, images: int = 4, seed: int = 0) -> list[dict[
         mine = [r for i, r in enumerate(records) if i % shards == index - 1]
         images_entry = {"source": "photos", "count": len(mine), "unreadable": [],
                         "skipped": {}, "shard": f"{index}/{shards}"}
-        report = build_report({**header, "images": images_entry}, STAGES, mine,
-                              default_tolerances())
+        report = build_report({**header, "images": images_entry},
+                              [decode(StageRow, row) for row in STAGES], mine,
+                              read_tolerances(None))
         reports.append(json.loads(json.dumps(plain_json(report))))
     return reports
 

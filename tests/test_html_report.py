@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from convert import convert_checkpoint
 from parity.check import CheckInputs, run_records
 from parity.cli import main
-from parity.gate import load_tolerances
+from parity.gate import read_tolerances
 from parity.html_report import log_bins, write_html
 from parity.images import in_memory
 from parity.report import build_report
+from parity.report_types import BandValues, Report, StageFailed, StageRow
 from parity.synthetic import default_frames
 from tests.conftest import LEGACY_CFG, LEGACY_PTH
 
@@ -28,7 +29,7 @@ JPEG_URI = "data:image/jpeg;base64,"
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray], Path]:
+def checked(tmp_path_factory) -> tuple[Report, dict[str, np.ndarray], Path]:
     """(report, frames, model folder) of nanodet-m on 4 bundled photos."""
     folder = tmp_path_factory.mktemp("html") / "m"
     convert_checkpoint(LEGACY_PTH, config=LEGACY_CFG, legacy_head=True, output=folder,
@@ -39,7 +40,7 @@ def checked(tmp_path_factory) -> tuple[dict, dict[str, np.ndarray], Path]:
               "model_folder": {"path": "m"},
               "images": {"source": "bundled+synthetic:2", "count": 4, "unreadable": [],
                          "shard": None}}
-    report = build_report(header, run.stages, run.records, load_tolerances(None))
+    report = build_report(header, run.stages, run.records, read_tolerances(None))
     return report, dict(frames), folder
 
 
@@ -60,13 +61,13 @@ def test_page_is_self_contained_and_complete(checked, page):
     report, _, _ = checked
     text = page.read_text()
     assert_self_contained(text)
-    for stage in report["stages"]:
-        assert stage["name"] in text
-    for record in report["records"]:
-        assert record["image"] in text
+    for stage in report.stages:
+        assert stage.name in text and stage.colour in text
+    for record in report.records:
+        assert record.image in text
     assert "<svg" in text and 'class="hist"' in text
-    assert text.count(JPEG_URI) == len(report["records"])
-    assert ("PASS" if report["gate"]["passed"] else "FAIL") in text
+    assert text.count(JPEG_URI) == len(report.records)
+    assert ("PASS" if report.gate.passed else "FAIL") in text
     assert page.stat().st_size < MAX_BYTES, page.stat().st_size
 
 
@@ -82,34 +83,37 @@ def test_frames_regenerated_from_the_source(checked, page, tmp_path):
     report, _, _ = checked
     again = tmp_path / "again.html"
     write_html(report, again, None)
-    assert again.read_text().count(JPEG_URI) == len(report["records"])
+    assert again.read_text().count(JPEG_URI) == len(report.records)
 
-    missing = copy.deepcopy(report)
-    missing["images"]["source"] = str(tmp_path / "no-such-folder")
+    missing = replace(report, images=replace(report.images,
+                                             source=str(tmp_path / "no-such-folder")))
     blank = tmp_path / "blank.html"
     write_html(missing, blank, None)
     text = blank.read_text()
     assert JPEG_URI not in text
-    assert text.count("image not found") >= len(report["records"])
-    assert text.count('class="ref"') == len(report["records"])  # boxes still drawn
+    assert text.count("image not found") >= len(report.records)
+    assert text.count('class="ref"') == len(report.records)  # boxes still drawn
 
 
 def test_text_is_escaped_and_marks_are_drawn(checked, tmp_path):
     report, frames, _ = checked
-    hostile = copy.deepcopy(report)
-    hostile["checkpoint"]["file"] = "<script>alert(1)</script>.pth"
-    hostile["stages"].append({"name": "<b>evil</b>", "layout": "x", "status": "skipped",
-                              "reason": 'a "quoted" <reason> & more', "order": 99,
-                              "reference": False, "compared_with": [], "checks": [],
-                              "colour": '#000000"><i>colour</i>'})
-    record = hostile["records"][0]
-    stage = next(s["name"] for s in hostile["stages"][1:] if s["name"] in record["stages"])
-    entry = record["stages"][stage]
-    entry["detections"].append([1.0, 2.0, 50.0, 60.0, 0.9, 7])
-    entry["match"]["extra"].append(len(entry["detections"]) - 1)
-    if record["reference"]:
-        entry["match"]["missing"].append(0)
-    hostile["records"][1]["stages"][stage] = {"error": "RuntimeError: <boom>"}
+    evil = StageRow(name="<b>evil</b>", layout="legacy", status="skipped",
+                    reason='a "quoted" <reason> & more', order=99, reference=False,
+                    compared_with=[], checks=[], colour='#000000"><i>colour</i>')
+    record, second = report.records[:2]
+    stage = next(s.name for s in report.stages[1:] if s.name in record.stages)
+    entry = record.stages[stage]
+    match = replace(entry.match, extra=[*entry.match.extra, len(entry.detections)],
+                    missing=[*entry.match.missing, 0] if record.reference else entry.match.missing)
+    entry = replace(entry, detections=[*entry.detections, (1.0, 2.0, 50.0, 60.0, 0.9, 7)],
+                    match=match)
+    records = [replace(record, stages={**record.stages, stage: entry}),
+               replace(second, stages={**second.stages,
+                                       stage: StageFailed(error="RuntimeError: <boom>")}),
+               *report.records[2:]]
+    hostile = replace(report, checkpoint=replace(report.checkpoint,
+                                                 file="<script>alert(1)</script>.pth"),
+                      stages=[*report.stages, evil], records=records)
     path = tmp_path / "hostile.html"
     write_html(hostile, path, frames)
     text = path.read_text()
@@ -119,7 +123,7 @@ def test_text_is_escaped_and_marks_are_drawn(checked, tmp_path):
     assert "&lt;script&gt;" in text and "&lt;boom&gt;" in text
     assert f"+ extra {stage}" in text
     assert 'class="extra b-firmware"' in text
-    if record["reference"]:
+    if record.reference:
         assert f"✕ missing {stage}" in text
 
 
@@ -168,9 +172,9 @@ def test_renders_in_headless_chromium(checked, page, tmp_path):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (2000, 1280)
     assert image.std() > 20, "blank screenshot"
-    banner = (0x2e, 0x7d, 0x32) if report["gate"]["passed"] else (0xc6, 0x28, 0x28)
+    banner = (0x2e, 0x7d, 0x32) if report.gate.passed else (0xc6, 0x28, 0x28)
     assert pixels_near(image, banner) > 500, "verdict banner not rendered"
-    overlays = [s["colour"] for s in report["stages"] if s["status"] == "ran"]
+    overlays = [s.colour for s in report.stages if s.ran]
     assert max(pixels_near(image, hex_rgb(c)) for c in overlays) > 50, "no stage boxes drawn"
 
 
@@ -187,10 +191,11 @@ def test_iou_is_drawn_as_one_minus_iou():
     """Perfect matches (IoU 1) land in the ≈0 bin, not beyond the limit in red."""
     from parity.html_report import band_charts
 
-    limits = {"min_iou": 0.9, "max_score_diff": 0.02, "max_edge_px": 8.0}
-    perfect = band_charts({"iou": [1.0] * 3, "score_diff": [0.0], "edge_px": [0.0]}, "firmware",
-                          limits, "#123456")
+    limits = read_tolerances(None).detections
+    assert (limits.min_iou, limits.max_score_diff, limits.max_edge_px) == (0.9, 0.02, 8.0)
+    perfect = band_charts(BandValues(iou=[1.0] * 3, score_diff=[0.0], edge_px=[0.0]),
+                          "firmware", limits, "#123456")
     assert "#d62728" not in perfect
-    shifted = band_charts({"iou": [0.5] * 3, "score_diff": [0.0], "edge_px": [0.0]}, "firmware",
-                          limits, "#123456")
+    shifted = band_charts(BandValues(iou=[0.5] * 3, score_diff=[0.0], edge_px=[0.0]),
+                          "firmware", limits, "#123456")
     assert 'fill="#d62728"' in shifted

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from parity.cli import main
 from tests.crafted_reports import shard_reports, write_reports
+from tests.report_validation import assert_valid_report
 
 
 def merge(*args: str | Path) -> tuple[int, str]:
@@ -38,6 +39,7 @@ def test_both_shards_merge_into_the_whole(shards, tmp_path):
     code, err = merge(*write_reports(tmp_path, shards), "-o", out)
     assert code in (0, 1), err
     merged = json.loads(out.read_text())
+    assert_valid_report(merged)
     assert merged["images"]["shard"] is None and merged["images"]["count"] == 4
     for key in ("records", "summary", "gate"):
         assert merged[key] == whole[key], key
@@ -156,4 +158,5 @@ def test_nonfinite_figures_written_as_strings_merge(shards, tmp_path):
     code, err = merge(*write_reports(tmp_path, shards), "-o", out)
     assert code == 1, err  # the inf input difference fails the device's input check
     merged = json.loads(out.read_text())
+    assert_valid_report(merged)
     assert merged["summary"]["device"]["input_max_diff"] == "inf"

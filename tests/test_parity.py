@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from convert import convert_checkpoint, pipeline
+from convert import ConvertOptions, convert_model
 from heads.export import flatten_cells
-from heads.plus_to_legacy import PlusToLegacy
+from heads.rewrites import LegacyAsIs, PlusToLegacyRewrite, RewriteStrategy
 from parity.cli import main
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH
+from tests.report_validation import assert_valid_report
 
 SYNTHETIC = "4"  # the 5 bundled photos + 4 seeded synthetic frames
 
@@ -28,6 +30,8 @@ def run_parity(*args: str | Path) -> tuple[int, dict | None, str]:
     if "--json" in args:
         path = Path(args[list(args).index("--json") + 1])
         report = json.loads(path.read_text()) if path.exists() else None
+        if report is not None:
+            assert_valid_report(report)
     return result.exit_code, report, result.stderr
 
 
@@ -41,26 +45,24 @@ def check(tmp: Path, checkpoint: Path, folder: Path, config: Path | None = None,
     return run_parity(*args)
 
 
-def convert_with(tmp: Path, name: str, checkpoint: Path, config: Path, wrapper=None,
-                 **options) -> Path:
-    """Convert, optionally exporting `wrapper(model)` instead of the right graph."""
+def convert_with(tmp: Path, name: str, checkpoint: Path, config: Path,
+                 rewrite: RewriteStrategy | None = None, **options) -> Path:
+    """Convert, optionally exporting with `rewrite` instead of the strategy options choose."""
     out = tmp / name
-    if wrapper is None:
-        convert_checkpoint(checkpoint, config=config, output=out, verify=False, **options)
-        return out
-    original = pipeline.plan_export
-
-    def faulty(loaded, legacy_head, stride64):
-        plan = original(loaded, legacy_head, stride64)
-        return pipeline.ExportPlan(wrapper(loaded.model), plan.layout, plan.input_name,
-                                   plan.output_names, plan.rewrite)
-
-    pipeline.plan_export = faulty
-    try:
-        convert_checkpoint(checkpoint, config=config, output=out, verify=False, **options)
-    finally:
-        pipeline.plan_export = original
+    convert_model(checkpoint, ConvertOptions(config=config, output=out, verify=False, **options),
+                  rewrite=rewrite)
     return out
+
+
+@dataclass(frozen=True)
+class FaultyLegacy(LegacyAsIs):
+    """The legacy layout as is, exported with one thing done wrong (the manifest says
+    `none`: parity compares with the right graph)."""
+
+    fault: str = "bgr-rgb"
+
+    def wrapper(self, model):
+        return Faulty(model, self.fault)
 
 
 class Faulty(torch.nn.Module):
@@ -135,27 +137,24 @@ def test_clean_plus_passes(tmp, plus_clean):
 
 @pytest.mark.parametrize("fault", ["bgr-rgb", "sigmoid-missing", "sigmoid-twice"])
 def test_export_faults_blame_onnx(tmp, fault):
-    folder = convert_with(tmp, fault, LEGACY_PTH, LEGACY_CFG,
-                          wrapper=lambda model: Faulty(model, fault), legacy_head=True)
+    folder = convert_with(tmp, fault, LEGACY_PTH, LEGACY_CFG, FaultyLegacy(fault),
+                          legacy_head=True)
     assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "onnx")
 
 
 def test_fp16_loss_blames_the_fp16_stage(tmp):
-    folder = convert_with(tmp, "fp16-loss", LEGACY_PTH, LEGACY_CFG,
-                          wrapper=lambda model: Faulty(model, "fp16-loss"), legacy_head=True)
+    folder = convert_with(tmp, "fp16-loss", LEGACY_PTH, LEGACY_CFG, FaultyLegacy("fp16-loss"),
+                          legacy_head=True)
     report = assert_blamed(check(tmp, LEGACY_PTH, folder, LEGACY_CFG), "ncnn-fp16")
     assert report["gate"]["failing_stages"] == ["ncnn-fp16"]
 
 
 def test_uncompensated_centre_blames_the_rewrite(tmp):
-    def naive(model):
-        return PlusToLegacy(model, "drop", compensate=False)
-
-    folder = convert_with(tmp, "naive", PLUS_PTH, PLUS_CFG, wrapper=naive, legacy_head=True,
+    naive = PlusToLegacyRewrite(stride64="drop", centre_compensation=False)
+    folder = convert_with(tmp, "naive", PLUS_PTH, PLUS_CFG, naive, legacy_head=True,
                           stride64="drop")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["rewrite"]["centre_compensation"] = False  # the folder says what it holds
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert manifest["rewrite"]["centre_compensation"] is False  # the folder says what it holds
     report = assert_blamed(check(tmp, PLUS_PTH, folder, PLUS_CFG), "torch-legacy")
     assert report["summary"]["torch-legacy"]["detections"]["bands"]["firmware"]["min_iou"] < 0.9
 
@@ -225,6 +224,7 @@ def test_shards_merge_into_the_unsharded_report(tmp, legacy_clean):
     code, _, err = run_parity("merge", *parts, "-o", merged_path)
     assert code == 0, err
     merged = json.loads(merged_path.read_text())
+    assert_valid_report(merged)
     for key in ("records", "summary", "gate", "stages", "tolerances"):
         assert merged[key] == whole[key], key
     assert merged["images"]["count"] == whole["images"]["count"]

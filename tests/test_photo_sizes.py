@@ -32,6 +32,7 @@ from parity.model_folder import read_model_folder
 from parity.runners.ncnn_runner import NcnnRunner
 from parity.unitv2 import decode_levels, json_line, letterbox_for, preprocess_frame_ncnn
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, photo
+from tests.report_validation import assert_valid_report
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,9 @@ def check(checkpoint: Path, config: Path, folder: Path, images: Path, report: Pa
                                        str(config), "--images", str(images), "--json",
                                        str(report), "-q"])
     assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(report.read_text())
+    data = json.loads(report.read_text())
+    assert_valid_report(data)
+    return data
 
 
 def firmware_lines(folder: Path, frame: np.ndarray) -> list[str]:

@@ -12,8 +12,9 @@ from common.errors import InputError
 from convert import convert_checkpoint
 from parity.cli import main
 from parity.folder_check import check_folder
-from parity.gate import default_tolerances, load_tolerances, profile_names
+from parity.gate import default_tolerances, load_tolerances
 from parity.synthetic import default_frames
+from tests.report_validation import assert_valid_report
 
 # convert's verification limits (convert/verify.py), which the verify profile states again
 VERIFY_DETECTIONS = {"min_iou": 0.95, "max_score_diff": 0.01, "min_matched_fraction": 0.99,
@@ -21,7 +22,6 @@ VERIFY_DETECTIONS = {"min_iou": 0.95, "max_score_diff": 0.01, "min_matched_fract
 
 
 def test_the_verify_profile_holds_the_limits_of_convert_verification():
-    assert "verify" in profile_names()
     verify = load_tolerances(None, "verify")
     defaults = default_tolerances()
     assert {k: verify["detections"][k] for k in VERIFY_DETECTIONS} == VERIFY_DETECTIONS
@@ -69,7 +69,8 @@ def folder(small_checkpoints, tmp_path_factory) -> Path:
 def test_check_folder_runs_the_verify_profile_in_process(small_checkpoints, folder):
     frames = default_frames(2)[-2:]
     found = check_folder(small_checkpoints["legacy"], folder, frames, only={"ncnn"})
-    report = found.report
+    report = found.as_json()
+    assert_valid_report(report)
     assert report["images"] == {"source": "in-memory", "count": 2, "unreadable": [],
                                 "skipped": {}, "shard": None}
     assert [s["name"] for s in report["stages"] if s["status"] == "ran"] == ["torch", "ncnn"]
@@ -96,5 +97,7 @@ def test_the_profile_option_selects_the_profile(small_checkpoints, folder, tmp_p
     assert result.exit_code in (0, 1), result.stderr
     import json
 
-    limits = json.loads(out.read_text())["tolerances"]["detections"]
+    written = json.loads(out.read_text())
+    assert_valid_report(written)
+    limits = written["tolerances"]["detections"]
     assert {k: limits[k] for k in VERIFY_DETECTIONS} == VERIFY_DETECTIONS

@@ -17,6 +17,7 @@ from parity.layouts import Layout
 from parity.stage_registry import StageDescriptor, StageRegistry
 from parity.stages import STAGES, StageInputs, onnx_stage, torch_stage
 from tests.crafted_reports import shard_reports, write_reports
+from tests.report_validation import assert_valid_report
 
 NOISE = 1e-3  # added to every output of the registered stage: within the default limits
 # The seeded model's detections are noise, which conversions reorder: limits every stage meets,
@@ -123,6 +124,8 @@ def run_check(checkpoint: Path, folder: Path, out: Path, *extra: str):
         "--json", str(out / "r.json"), "--junit", str(out / "r.xml"),
         "--html", str(out / "r.html"), *extra])
     report = json.loads((out / "r.json").read_text()) if (out / "r.json").exists() else None
+    if report is not None:
+        assert_valid_report(report)
     junit = (out / "r.xml").read_text() if (out / "r.xml").exists() else ""
     html = (out / "r.html").read_text() if (out / "r.html").exists() else ""
     return result.exit_code, report, result.stderr, junit, html
