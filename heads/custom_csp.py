@@ -145,7 +145,7 @@ class CustomCspNet(Backbone):
         "norm_cfg": batch_norm_only,
         "activation": ACTIVATION,
     }
-    WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.in_conv)"
+    WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.res_out_conv)"
     # for heads.infer to add to the notes of an inferred CustomCspNet
     INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (LAYOUT_NOTE,)
 
@@ -177,9 +177,8 @@ class CustomCspNet(Backbone):
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
-        pattern = re.compile(r"backbone\.stages\.(\d+)\.(in_conv|res_out_conv|conv)\.")
-        if not any(pattern.match(k) for k in sd) or \
-                not any(k.startswith("backbone.stages.") and ".res_out_conv." in k for k in sd):
+        csp_block = re.compile(r"backbone\.stages\.\d+\.res_out_conv\.")
+        if not any(csp_block.match(k) for k in sd):
             return None
         seen = weight_layout(sd, len(NANODET_G_NET_CFG))
         expected_layout = [None if kind == "MaxPool" else (kind, *values[:-1])
