@@ -102,7 +102,7 @@ def test_manifest_values_are_checked(copy_of, edit, phrase):
      "model.modelOutputNodes: must have at least 3 items"),
     (assign("model", "modelOutputNodes", 1, "dis_pred", DELETE),
      "model.modelOutputNodes[1].dis_pred: missing"),
-    (assign("className", ["x" * 3000] * 3), "the firmware reads it into 8192"),
+    (assign("className", [c * 3000 for c in "xyz"]), "the firmware reads it into 8192"),
 ])
 def test_model_json_values_are_checked(copy_of, edit, phrase):
     edit_json(copy_of / "model.json", edit)

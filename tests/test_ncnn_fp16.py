@@ -10,9 +10,10 @@ import ncnn
 import numpy as np
 import pytest
 
-from parity.runners.ncnn_fp16 import Fp16EmulatedNcnnRunner, fp16_round
+from parity.runners.ncnn_fp16 import fp16_round
 from parity.runners.ncnn_runner import NcnnRunner
 from tests.conftest import IMAGES, REFERENCE_NCNN
+from tests.fp16_reference import Fp16EmulatedNcnnRunner
 
 PARAM = REFERENCE_NCNN / "nanodet_m.param"
 WEIGHTS = REFERENCE_NCNN / "nanodet_m.bin"
