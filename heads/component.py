@@ -23,6 +23,8 @@ class Component(nn.Module):
 
     CONFIG_KEYS: ClassVar[Schema] = {}  # config key -> check, in the order keys are checked
     WEIGHTS_HINT: ClassVar[str] = ""  # the state_dict keys that identify it, for messages
+    # what inference from weights had to assume for it (added to an inferred spec's notes)
+    INFERENCE_NOTES: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def keywords_from_config(cls, values: Keywords) -> Keywords:

@@ -79,6 +79,8 @@ def infer_spec(sd: StateDict) -> ArchSpec:
     assumed = backbone.get("activation", ASSUMED_ACTIVATION)
     notes = ((f"activation is not stored in the weights: assumed {assumed} "
               f"(NanoDet's default for {backbone.kind}); give --config if the model used another"),
+             *BACKBONES[backbone.kind].INFERENCE_NOTES, *NECKS[neck.kind].INFERENCE_NOTES,
+             *HEADS[head.kind].INFERENCE_NOTES,
              f"class names not given: using class0..class{head.num_classes - 1}")
     return ArchSpec(backbone=backbone, neck=neck, head=head,
                     class_names=default_class_names(head.num_classes), input_size=None,

@@ -47,8 +47,8 @@ class PAN(Neck):
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
-        if "fpn.lateral_convs.0.conv.weight" not in sd:
-            return None
+        if "fpn.lateral_convs.0.conv.weight" not in sd or "fpn.lateral_convs.0.bn.weight" in sd:
+            return None  # no PAN, or a neck whose laterals are normalised (TAN's)
         n = count(sd, "fpn.lateral_convs")
         shapes = [shape(sd, f"fpn.lateral_convs.{i}.conv.weight") for i in range(n)]
         return {"in_channels": tuple(s[1] for s in shapes), "out_channels": shapes[0][0]}

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 from torch import nn
 
 from heads.component import Backbone, Component, Head, Keywords, Neck
+from heads.custom_csp import CustomCspNet
 from heads.efficientnet_lite import EfficientNetLite
+from heads.fpn import FPN
 from heads.ghost_pan import GhostPAN
 from heads.ghostnet import GhostNet
 from heads.mobilenetv2 import MobileNetV2
@@ -24,6 +26,8 @@ from heads.repvgg import RepVGG
 from heads.resnet import ResNet
 from heads.shufflenetv2 import ShuffleNetV2
 from heads.spec import BackboneSpec
+from heads.tan import TAN
+from heads.timm_wrapper import TIMMWrapper
 
 BACKBONES: dict[str, type[Backbone]] = {}
 NECKS: dict[str, type[Neck]] = {}  # the config's model.arch.fpn
@@ -95,7 +99,11 @@ register_backbone(RepVGG)
 register_backbone(MobileNetV2)
 register_backbone(ResNet)
 register_backbone(GhostNet)
+register_backbone(CustomCspNet)
+register_backbone(TIMMWrapper)
 register_neck(PAN)
 register_neck(GhostPAN)
+register_neck(TAN)
+register_neck(FPN)  # claims no weights: an FPN's keys are a PAN's
 register_head(NanoDetHead)
 register_head(NanoDetPlusHead)

@@ -15,7 +15,6 @@ import yaml
 from onnx import numpy_helper
 
 from common.errors import InputError
-from heads import registry
 from heads.component import Component
 from heads.config import read_config
 from heads.custom_csp import NANODET_G_NET_CFG, CustomCspNet, checked_net_cfg
@@ -31,24 +30,6 @@ from heads.weights import UnknownArchitecture
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CONFIGS = FIXTURES / "configs"
 OFFICIAL = FIXTURES / "official_keys"
-
-
-@pytest.fixture
-def registered():
-    """TAN and FPN, CustomCspNet and TIMMWrapper registered (TAN ahead of PAN, whose
-    inference would otherwise claim TAN's lateral convs); the registries restored after."""
-    saved = [(table, dict(table)) for table in (registry.BACKBONES, registry.NECKS)]
-    necks = dict(registry.NECKS)
-    registry.NECKS.clear()
-    registry.register_neck(TAN)
-    registry.NECKS.update(necks)
-    registry.register_neck(FPN)
-    registry.register_backbone(CustomCspNet)
-    registry.register_backbone(TIMMWrapper)
-    yield
-    for table, entries in saved:
-        table.clear()
-        table.update(entries)
 
 
 def official(name: str) -> dict[str, Any]:
@@ -248,7 +229,7 @@ def test_stage_widths_and_strides_of_nanodet_g_and_convnext_nano():
     ("nanodet-plus_convnext-nano_640.yml",
      "NanoDet-Plus: timm convnext_nano, GhostPAN, NanoDetPlusHead, 80 classes"),
 ])
-def test_official_config_reads_builds_and_is_inferred_back_from_its_weights(registered, config,
+def test_official_config_reads_builds_and_is_inferred_back_from_its_weights(config,
                                                                             name):
     spec = read_config(CONFIGS / config)
     assert spec.name.startswith(name)
@@ -374,7 +355,7 @@ def edited_config(tmp_path: Path, config: str, part: str, **changes: Any) -> Pat
     ("nanodet-plus_convnext-nano_640.yml", "backbone", {"out_indices": [1, 2, 4]},
      "model.arch.backbone.out_indices: expected a list of 1 to 4 integers from 0 to 3"),
 ])
-def test_a_bad_config_value_is_one_line_naming_the_key(registered, tmp_path, config, part,
+def test_a_bad_config_value_is_one_line_naming_the_key(tmp_path, config, part,
                                                        changes, message):
     read_config(CONFIGS / config)  # unedited: read
     with pytest.raises(InputError) as caught:
@@ -382,7 +363,7 @@ def test_a_bad_config_value_is_one_line_naming_the_key(registered, tmp_path, con
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_fpn_config_checks_name_the_key(registered):
+def test_fpn_config_checks_name_the_key():
     section = {"in_channels": [116, 232, 464], "out_channels": 96, "num_outs": 3}
     assert built(FPN, section, "model.arch.fpn") is not None
     for changes, message in (
