@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -224,7 +225,7 @@ def onnx_sim_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
     return _onnx_file_stage(descriptor, inputs, inputs.folder.sim_onnx)
 
 
-def _onnx_file_stage(descriptor: StageDescriptor, inputs: StageInputs, path) -> Stage:
+def _onnx_file_stage(descriptor: StageDescriptor, inputs: StageInputs, path: Path) -> Stage:
     if not path.is_file():
         return skipped(descriptor, inputs, f"{path.name} absent")
     return ran(descriptor, inputs, OnnxRunner(path, inputs.folder.input_name, inputs.names,
