@@ -22,7 +22,8 @@ from parity.images import Photo, in_memory
 from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
 from parity.report import build_report
 from parity.report_codec import encode
-from parity.report_types import Report, Tolerances
+from parity.report_types import Report
+from parity.tolerance_types import Tolerances
 
 IN_MEMORY_SOURCE = "in-memory"
 

@@ -10,20 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from parity.report_types import (
+from parity.report_types import Check, Gate, StageFigures, StageRow, TensorFigures
+from parity.stage_registry import DEVICE_INPUT
+from parity.tolerance_types import (
     FRACTIONS,
     SECTION_TYPES,
-    Check,
-    Gate,
     Limits,
-    StageFigures,
-    StageRow,
-    TensorFigures,
     ToleranceProblem,
     Tolerances,
     check_tolerance_data,
 )
-from parity.stage_registry import DEVICE_INPUT
 
 __all__ = ["FRACTIONS", "PROFILES", "default_tolerances", "evaluate", "load_tolerances",
            "read_tolerances", "stage_checks"]

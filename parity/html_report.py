@@ -21,7 +21,6 @@ from parity.detection_stats import BANDS, band_of
 from parity.images import LazyFrames, PhotoFile, in_memory
 from parity.report_types import (
     BandValues,
-    DetectionLimits,
     Record,
     Report,
     ShapeMismatchFigures,
@@ -32,6 +31,7 @@ from parity.report_types import (
     TensorFigures,
 )
 from parity.stage_registry import DEVICE_INPUT, JSON_LINES
+from parity.tolerance_types import DetectionLimits
 
 MAX_WIDTH = 640
 JPEG_QUALITY = 80

@@ -36,9 +36,9 @@ from parity.report_types import (
     Report,
     StageRow,
     TensorFigures,
-    Tolerances,
 )
 from parity.summary import summarize
+from parity.tolerance_types import Tolerances
 
 
 def plain_json(value: Any) -> Any:

@@ -46,6 +46,13 @@ NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan, "Infinity": ma
              "-Infinity": -math.inf, "NaN": math.nan}
 
 
+class WholeProblem(ShapeError):
+    """A problem whose message already names its key path."""
+
+    def __str__(self) -> str:
+        return self.problem
+
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
     module = sys.modules[cls.__module__]

@@ -9,14 +9,14 @@ what the types alone cannot.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from parity.json_shape import ShapeError, key_path
-from parity.report_codec import ABSENT, Count, Figure
+from parity.report_codec import ABSENT, Count, Figure, WholeProblem
 from parity.tensor_stats import HIST_EDGES
+from parity.tolerance_types import Tolerances
 
 SCHEMA = "nanodet-unitv2/parity-report"
 SCHEMA_VERSION = 1
@@ -25,164 +25,6 @@ LayoutName = Literal["native", "legacy", "plus-native"]  # parity.layouts.Layout
 ExtraCheck = Literal["device_input", "json_lines"]  # parity.stage_registry.EXTRA_CHECKS
 DetectionRow = tuple[Figure, Figure, Figure, Figure, Figure, Count]  # x1 y1 x2 y2 score label
 HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-
-
-class WholeProblem(ShapeError):
-    """A problem whose message already names its key path."""
-
-    def __str__(self) -> str:
-        return self.problem
-
-
-# ----------------------------------------------------------------------------- tolerances
-
-# limits that are fractions (or cosines, IoUs, AP) and so lie in [0, 1]; the others are
-# finite and >= 0
-FRACTIONS = frozenset({"min_matched_fraction", "min_iou", "min_ap50", "min_cosine",
-                       "min_argmax_agreement", "min_identical_fraction"})
-
-
-@dataclass(frozen=True, kw_only=True)
-class DetectionLimits:
-    """Each stage against the reference, on the firmware band (score >= 0.4)."""
-
-    min_matched_fraction: float
-    max_extra: float
-    min_iou: float
-    max_score_diff: float
-    max_edge_px: float
-    max_label_changes: float
-    min_ap50: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class TensorLimits:
-    """Each stage against its tensor predecessor, per output blob."""
-
-    max_abs: float
-    min_cosine: float
-    min_argmax_agreement: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class InputLimits:
-    """What each stage was fed."""
-
-    min_identical_fraction: float
-    max_device_input_diff: float
-
-
-SECTION_TYPES = {"detections": DetectionLimits, "tensors": TensorLimits, "inputs": InputLimits}
-
-
-class ToleranceProblem(Exception):
-    """A tolerance key or value that is wrong; the message names its key path."""
-
-
-def _check_limit(key: str, value: Any, where: str) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ToleranceProblem(f"{where}{key} must be a number")
-    if key in FRACTIONS and not 0 <= value <= 1:
-        raise ToleranceProblem(f"{where}{key} = {value}: must lie in [0, 1]")
-    if not (math.isfinite(value) and value >= 0):
-        raise ToleranceProblem(f"{where}{key} = {value}: must be finite and >= 0")
-
-
-def _section_keys(section: str) -> list[str]:
-    return list(SECTION_TYPES[section].__dataclass_fields__)
-
-
-def check_section(given: Any, section: str, where: str, complete: bool) -> None:
-    """Keys of one section (`where` ends with its path and a dot), limits in range."""
-    if not isinstance(given, dict):
-        raise ToleranceProblem(f"{where[:-1]} must be a table")
-    allowed = _section_keys(section)
-    for key, value in given.items():
-        if key not in allowed:
-            raise ToleranceProblem(f"unknown key {where}{key}")
-        _check_limit(key, value, where)
-    lacking = [key for key in allowed if key not in given] if complete else []
-    if lacking:
-        raise ToleranceProblem(f"{where}{lacking[0]} missing")
-
-
-def check_tolerance_data(given: Any, where: str, stage_names: list[str] | None,
-                         complete: bool) -> None:
-    """Tolerances as TOML or a report holds them: sections, stage overrides (for
-    `stage_names`; any with None), limits in range; every key with `complete`."""
-    if not isinstance(given, dict):
-        raise ToleranceProblem(f"{where[:-1]} must be an object")
-    for key, value in given.items():
-        if key == "stages":
-            _check_stages(value, f"{where}stages.", stage_names)
-        elif key in SECTION_TYPES:
-            check_section(value, key, f"{where}{key}.", complete)
-        else:
-            raise ToleranceProblem(f"unknown key {where}{key}")
-    lacking = [key for key in SECTION_TYPES if key not in given] if complete else []
-    if lacking:
-        raise ToleranceProblem(f"{where}{lacking[0]} missing")
-
-
-def _check_stages(stages: Any, where: str, stage_names: list[str] | None) -> None:
-    if not isinstance(stages, dict):
-        raise ToleranceProblem(f"{where[:-1]} must be a table")
-    for stage, sections in stages.items():
-        if stage_names is not None and stage not in stage_names:
-            raise ToleranceProblem(f"unknown key {where}{stage}")
-        if not isinstance(sections, dict):
-            raise ToleranceProblem(f"{where}{stage} must be a table")
-        for section, values in sections.items():
-            if section not in SECTION_TYPES:
-                raise ToleranceProblem(f"unknown key {where}{stage}.{section}")
-            check_section(values, section, f"{where}{stage}.{section}.", complete=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """The limits that apply to one stage."""
-
-    detections: DetectionLimits
-    tensors: TensorLimits
-    inputs: InputLimits
-
-
-@dataclass(frozen=True, kw_only=True)
-class Tolerances:
-    """Limits for every stage, and per-stage overrides of some of them."""
-
-    detections: DetectionLimits
-    tensors: TensorLimits
-    inputs: InputLimits
-    stages: dict[str, dict[str, dict[str, float]]] = field(default=None, metadata=ABSENT)  # stage -> section -> key
-
-    @classmethod
-    def from_json(cls, value: Any, at: str) -> Tolerances:
-        """Complete tolerances (every section and key, limits in range); stage names are
-        checked by the report, against its stage table."""
-        try:
-            check_tolerance_data(value, f"{at}." if at else "", None, complete=True)
-        except ToleranceProblem as exc:
-            raise WholeProblem(at, str(exc)) from None
-        return cls.from_checked(value)
-
-    @classmethod
-    def from_checked(cls, data: dict[str, Any]) -> Tolerances:
-        """From checked data (check_tolerance_data, complete)."""
-        sections = {name: kind(**data[name]) for name, kind in SECTION_TYPES.items()}
-        stages = data.get("stages")
-        return cls(**sections, stages={s: {k: dict(v) for k, v in sections_.items()}
-                                       for s, sections_ in stages.items()}
-                   if stages is not None else None)
-
-    def limits(self, stage: str) -> Limits:
-        """The limits of `stage`: its overrides over the common sections."""
-        overrides = (self.stages or {}).get(stage, {})
-        merged = {}
-        for name, kind in SECTION_TYPES.items():
-            common = getattr(self, name).__dict__
-            merged[name] = kind(**{**common, **overrides.get(name, {})})
-        return Limits(**merged)
 
 
 # ----------------------------------------------------------------------------- header

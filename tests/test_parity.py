@@ -242,8 +242,9 @@ def test_fp16_stage_gives_the_layer_by_layer_bits_on_a_folded_plus_model(plus_cl
     the converted Plus graph has each kind, and the bits still equal the reference."""
     from parity.model_folder import read_model_folder
     from parity.preprocess import frame_to_tensor
-    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner, Fp16EmulatedNcnnRunner
+    from parity.runners.ncnn_fp16 import Fp16CastNcnnRunner
     from tests.conftest import photo
+    from tests.fp16_reference import Fp16EmulatedNcnnRunner
 
     folder = read_model_folder(plus_clean)
     names = folder.output_names_of_manifest
