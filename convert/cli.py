@@ -21,6 +21,7 @@ from convert.options import parse_input_size
 from convert.pipeline import ConvertResult, convert_checkpoint
 from heads.info import info_dict, info_lines
 from heads.loader import load_detector
+from parity.targets import TARGETS
 
 PATH = click.Path(path_type=Path)
 
@@ -36,10 +37,12 @@ PATH = click.Path(path_type=Path)
               help="Write the legacy layout the UnitV2 firmware decodes (rewrites NanoDet-Plus).")
 @click.option("-o", "--output", type=PATH,
               help="Model folder to write [default: ./<checkpoint stem>-unitv2].")
-@click.option("--input-size", default="320x256", show_default=True,
-              help="Net input WxH, multiples of 32 (the firmware feeds 320x256).")
-@click.option("--target", type=click.Choice(["unitv2", "ncnn-latest"]), default="unitv2",
-              show_default=True, help="ncnn the .param must load in (lint rules).")
+@click.option("--input-size",
+              help="Net input WxH, multiples of 32 [default: the target's, 320x256 for the "
+                   "UnitV2, whose firmware feeds that].")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="unitv2",
+              show_default=True, help="Where the model runs: its ncnn (lint rules), blob names "
+                                      "and model.json.")
 @click.option("--fp16/--fp32", default=True, show_default=True,
               help="Store weights as fp16 (as pnnx does) or fp32.")
 @click.option("--stride64", type=click.Choice(["fold", "drop"]), default="fold",
@@ -51,8 +54,8 @@ PATH = click.Path(path_type=Path)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result line.")
 @one_line_errors("convert")
 def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: bool,
-         as_json: bool, legacy_head: bool, output: Path | None, input_size: str, target: str,
-         fp16: bool, stride64: str, tar: bool, force: bool, no_verify: bool,
+         as_json: bool, legacy_head: bool, output: Path | None, input_size: str | None,
+         target: str, fp16: bool, stride64: str, tar: bool, force: bool, no_verify: bool,
          quiet: bool) -> None:
     """Convert a NanoDet / NanoDet-Plus CHECKPOINT for the M5Stack UnitV2.
 
@@ -68,7 +71,7 @@ def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: 
             click.echo("\n".join(info_lines(loaded)))
         return
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
-    size = parse_input_size(input_size)
+    size = parse_input_size(input_size) if input_size is not None else None
     with console.status("converting ...") as status:
         def report(line: str) -> None:
             if line.endswith("..."):

@@ -13,17 +13,16 @@ from pathlib import Path
 from common.errors import InputError, StageError
 from convert.clock import StageClock
 from convert.ncnn_lint import lint_param
-from convert.options import Target
 from convert.plan import ExportPlan
 from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from parity.model_folder import (
     BIN_FILE,
-    LEGACY_STRIDES,
     ONNX_FILE,
     PARAM_FILE,
     SIM_ONNX_FILE,
 )
 from parity.ncnn_param import Param
+from parity.targets import Target
 
 PNNX_WORK = ".pnnx-work"  # inside the folder, removed before export_graph returns
 
@@ -73,14 +72,15 @@ def _name_blobs(param_path: Path, export: ExportPlan, input_size: tuple[int, int
         param.rename_blob(f"out{index}", name)
     if export.layout == "legacy":
         width, height = input_size
-        param.unbake_cell_counts({(width // s) * (height // s) for s in LEGACY_STRIDES})
+        param.unbake_cell_counts({(width // s) * (height // s) for s in export.level_strides})
     param.write(param_path)
 
 
 def lint_graph(graph: GraphFiles, target: Target) -> None:
     """Stage lint: a StageError when the target's ncnn cannot run the graph."""
-    findings = lint_param(graph.param, graph.bin, target=target)
+    findings = lint_param(graph.param, graph.bin, target=target.name, tables=target.tables)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise StageError("lint", f"the {target} ncnn cannot run this model: {errors[0]}{more}")
+        raise StageError("lint", f"the {target.name} ncnn cannot run this model: "
+                         f"{errors[0]}{more}")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from common.errors import InputError
+from parity.targets import Target, target_named
 
-Target = Literal["unitv2", "ncnn-latest"]
-TARGETS = ("unitv2", "ncnn-latest")
 STRIDE64_CHOICES = ("fold", "drop")
-FIRMWARE_INPUT_SIZE = (320, 256)
 MAX_INPUT_SIDE = 2048
 
 
@@ -43,8 +41,8 @@ class ConvertOptions:
     class_names: str | Path | None = None
     legacy_head: bool = False
     output: str | Path | None = None  # default: ./<checkpoint stem>-unitv2
-    input_size: tuple[int, int] = FIRMWARE_INPUT_SIZE
-    target: Target = "unitv2"
+    input_size: tuple[int, int] | None = None  # default: the target's net size
+    target: str = "unitv2"  # a name in parity.targets.TARGETS
     fp16: bool = True
     stride64: str = "fold"
     tar: bool = False
@@ -54,11 +52,17 @@ class ConvertOptions:
     frames: list[tuple[str, Any]] | None = field(default=None, compare=False)  # verify's photos
 
     def __post_init__(self) -> None:
+        if self.input_size is None:
+            object.__setattr__(self, "input_size", target_named(self.target).net_size)
         check_input_size(*self.input_size)
         if self.stride64 not in STRIDE64_CHOICES:
             raise InputError("--stride64", f"{self.stride64!r}: choose fold or drop")
-        if self.target not in TARGETS:
-            raise InputError("--target", f"{self.target!r}: choose unitv2 or ncnn-latest")
+        target_named(self.target)
+
+    @property
+    def firmware_target(self) -> Target:
+        """The registered target the folder is made for."""
+        return target_named(self.target)
 
     def output_folder(self, checkpoint: Path) -> str | Path:
         """-o as given, or ./<checkpoint stem>-unitv2."""

@@ -25,7 +25,7 @@ from common.threads import limit_threads
 from common.versions import tool_versions
 from convert.clock import StageClock
 from convert.graph import GraphFiles, export_graph, lint_graph
-from convert.options import FIRMWARE_INPUT_SIZE, ConvertOptions, Target
+from convert.options import ConvertOptions
 from convert.outputs import OutputPlan, Staging, plan_output, staged_output
 from convert.package import (
     check_firmware_json,
@@ -38,7 +38,6 @@ from convert.verify import VerifyResult, verify_folder
 from heads.loader import LoadedModel, load_detector
 from heads.rewrites import RewriteStrategy
 from parity.synthetic import default_frames
-from parity.unitv2 import MEAN_BGR, NORM_BGR
 
 Report = Callable[[str], None]
 
@@ -62,7 +61,8 @@ def build_folder(folder: Path, loaded: LoadedModel, export: ExportPlan, options:
                  notes: list[str]) -> dict[str, Any]:
     """Stage write: model.json (legacy layout) and a first manifest.json beside the graph."""
     if export.layout == "legacy":
-        write_firmware_json(folder, list(loaded.spec.class_names), export.output_names)
+        write_firmware_json(folder, list(loaded.spec.class_names), export.output_names,
+                            target=options.firmware_target)
     manifest = model_manifest(loaded, export, options, notes)
     write_manifest(folder, manifest)
     return manifest
@@ -97,15 +97,17 @@ def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
         with clock.stage("load"):
             loaded = load_detector(checkpoint, options.config, options.class_names)
         with clock.stage("wrap"):
-            export = plan(loaded, rewrite or choose_rewrite(loaded.spec, options))
+            export = plan(loaded, rewrite or choose_rewrite(loaded.spec, options),
+                          options.firmware_target)
         if export.layout == "legacy":
             check_firmware_json(options.class_names or options.config or checkpoint,
-                                list(loaded.spec.class_names), export.output_names)
+                                list(loaded.spec.class_names), export.output_names,
+                                target=options.firmware_target)
         notes = plan_notes(loaded.spec, export, options)
         graph = export_graph(export, options.input_size, options.opset, options.fp16, folder,
                              clock)
         with clock.stage("lint"):
-            lint_graph(graph, options.target)
+            lint_graph(graph, options.firmware_target)
         with clock.stage("write"):
             manifest = build_folder(folder, loaded, export, options, notes)
         verification = None
@@ -121,8 +123,8 @@ def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
 def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = None,
                        class_names: str | Path | None = None, legacy_head: bool = False,
                        output: str | Path | None = None,
-                       input_size: tuple[int, int] = FIRMWARE_INPUT_SIZE,
-                       target: Target = "unitv2", fp16: bool = True, stride64: str = "fold",
+                       input_size: tuple[int, int] | None = None,
+                       target: str = "unitv2", fp16: bool = True, stride64: str = "fold",
                        tar: bool = False, force: bool = False, verify: bool = True,
                        opset: int = 11, frames: list[tuple[str, Any]] | None = None,
                        report: Report | None = None) -> ConvertResult:
@@ -163,12 +165,14 @@ def model_manifest(loaded: LoadedModel, export: ExportPlan, options: ConvertOpti
     """manifest.json's description of the model folder (before files and verdict)."""
     ckpt = loaded.checkpoint
     width, height = options.input_size
+    normalisation = options.firmware_target.normalisation
     return {
         "tool": tool_versions(),
         "checkpoint": {"file": ckpt.path.name, "sha256": ckpt.sha256, "format": ckpt.format},
         "architecture": loaded.spec.to_dict(),
         "input": {"name": export.input_name, "width": width, "height": height,
-                  "pixel_format": "BGR", "mean": list(MEAN_BGR), "norm": list(NORM_BGR),
+                  "pixel_format": "BGR", "mean": list(normalisation.mean_bgr),
+                  "norm": list(normalisation.norm_bgr),
                   "letterbox": "long side to the net size, pad to it evenly with 0 "
                                "(before normalising)"},
         "layout": export.layout,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from convert.options import FIRMWARE_INPUT_SIZE, ConvertOptions
+from convert.options import ConvertOptions
 from heads.loader import LoadedModel
 from heads.rewrites import (
     Layout,
@@ -20,8 +20,7 @@ from heads.rewrites import (
     RewriteStrategy,
 )
 from heads.spec import ArchSpec
-from parity.model_folder import LEGACY_INPUT, legacy_output_names
-from parity.unitv2 import MEAN_BGR, NORM_BGR
+from parity.targets import Target
 
 PLUS_NATIVE_INPUT, PLUS_NATIVE_OUTPUT = "data", "output"
 
@@ -34,6 +33,7 @@ class ExportPlan:
     wrapper: nn.Module
     input_name: str
     output_names: list[str]
+    level_strides: tuple[int, ...] = ()  # legacy layout: the stride of each output pair
 
     @property
     def layout(self) -> Layout:
@@ -49,13 +49,14 @@ def choose_rewrite(spec: ArchSpec, options: ConvertOptions) -> RewriteStrategy:
     return PlusToLegacyRewrite(options.stride64)
 
 
-def plan(loaded: LoadedModel, rewrite: RewriteStrategy) -> ExportPlan:
-    """The strategy's wrapper of the loaded model, with its layout's blob names."""
+def plan(loaded: LoadedModel, rewrite: RewriteStrategy, target: Target) -> ExportPlan:
+    """The strategy's wrapper of the loaded model, with its layout's blob names (the
+    legacy layout's are the target's)."""
+    wrapper = rewrite.wrapper(loaded.model)
     if rewrite.layout == "legacy":
-        names = LEGACY_INPUT, legacy_output_names()
-    else:
-        names = PLUS_NATIVE_INPUT, [PLUS_NATIVE_OUTPUT]
-    return ExportPlan(rewrite, rewrite.wrapper(loaded.model), *names)
+        return ExportPlan(rewrite, wrapper, target.blobs.input, target.blobs.outputs(),
+                          target.blobs.strides)
+    return ExportPlan(rewrite, wrapper, PLUS_NATIVE_INPUT, [PLUS_NATIVE_OUTPUT])
 
 
 def plan_notes(spec: ArchSpec, export: ExportPlan, options: ConvertOptions) -> list[str]:
@@ -64,16 +65,18 @@ def plan_notes(spec: ArchSpec, export: ExportPlan, options: ConvertOptions) -> l
     if options.legacy_head and not spec.is_plus:
         notes.append("legacy NanoDet head: no rewrite needed; --legacy-head only sets the "
                      "firmware's blob names and layout")
-    if export.layout != "legacy" and options.target == "unitv2":
-        notes.append("native NanoDet-Plus layout: the UnitV2 firmware cannot decode it "
+    device = options.firmware_target.device
+    if export.layout != "legacy" and device is not None:
+        notes.append(f"native NanoDet-Plus layout: the {device.name} firmware cannot decode it "
                      "(add --legacy-head for the device)")
     width, height = options.input_size
-    if options.target == "unitv2" and (width, height) != FIRMWARE_INPUT_SIZE:
-        notes.append(f"the UnitV2 firmware feeds 320x256; this model is exported at "
-                     f"{width}x{height}")
+    if device is not None and (width, height) != device.net_size:
+        notes.append(f"the {device.name} firmware feeds {device.net_size[0]}x"
+                     f"{device.net_size[1]}; this model is exported at {width}x{height}")
     expected_norm = tuple(round(1 / s, 6) for s in spec.std_bgr)
-    if spec.mean_bgr != MEAN_BGR or any(abs(a - b) > 2e-6 for a, b in zip(expected_norm,
-                                                                           NORM_BGR)):
+    normalisation = options.firmware_target.normalisation
+    if spec.mean_bgr != normalisation.mean_bgr or any(
+            abs(a - b) > 2e-6 for a, b in zip(expected_norm, normalisation.norm_bgr)):
         notes.append(f"the model was trained with mean {spec.mean_bgr} / std {spec.std_bgr}; "
                      "the firmware normalises with NanoDet's defaults")
     return notes

@@ -23,6 +23,7 @@ from parity.model_folder import read_model_folder
 from parity.preprocess import frame_to_tensor
 from parity.runners.ncnn_runner import NcnnRunner
 from parity.synthetic import default_frames
+from parity.targets.unitv2 import UNITV2
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, REFERENCE_NCNN
 
 FRAMES = default_frames(40)
@@ -251,9 +252,10 @@ def test_plan_names_the_blobs_of_the_chosen_layout(small_checkpoints, legacy_hea
     chosen = choose_rewrite(loaded.spec, ConvertOptions(legacy_head=legacy_head,
                                                         stride64=stride64))
     assert chosen == strategy
-    export = plan(loaded, chosen)
+    export = plan(loaded, chosen, UNITV2)
     if strategy.layout == "legacy":
         assert export.input_name == "input.1" and len(export.output_names) == 6
+        assert export.level_strides == (8, 16, 32)
     else:
         assert (export.input_name, export.output_names) == ("data", ["output"])
     legacy = load_detector(small_checkpoints["legacy"])
