@@ -20,14 +20,12 @@ nothing: they export as Clip, HardSigmoid and HardSwish, which that ncnn has.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from functools import cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common.errors import StageError

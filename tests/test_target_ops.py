@@ -21,6 +21,7 @@ from convert.stages import export_onnx, run_pnnx, simplify_onnx
 from heads.detector import build_detector
 from heads.ghostnet import hard_sigmoid
 from heads.repvgg import RepVGG, RepVGGConvModule
+from heads.tan import TAN
 from heads.target_ops import (
     ChannelLayerNorm,
     ErfFreeGELU,
@@ -28,7 +29,6 @@ from heads.target_ops import (
     export_form,
     for_old_ncnn,
 )
-from heads.tan import TAN
 from heads.timm_wrapper import ConvNeXtBlock, LayerNorm2d
 from tests.conftest import seeded_state_dict, small_spec
 
@@ -42,7 +42,7 @@ def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
         for name, tensor in module.state_dict().items():
             if name.endswith("running_var") or (tensor.dim() == 1 and name.endswith("weight")):
                 tensor.uniform_(0.5, 1.5)
-            elif name.endswith(("running_mean", "bias")) or name.endswith("gamma"):
+            elif name.endswith(("running_mean", "bias", "gamma")):
                 tensor.uniform_(-0.2, 0.2)
     return module.eval()
 
@@ -79,8 +79,11 @@ class HardSigmoidGate(nn.Module):
 def test_channel_layer_norm_equals_timms():
     norm = seeded(LayerNorm2d(24))
     x = torch.randn(2, 24, 9, 7) * 4 + 2
-    expected, got = norm(x), ChannelLayerNorm(norm)(x)
+    rewritten = ChannelLayerNorm(norm)
+    expected, got = norm(x), rewritten(x)
     assert expected.abs().max() > 1
+    # the channel sum's weights survive fp16 storage exactly (1/C would not)
+    assert torch.equal(rewritten.channel_sum.weight.half().float(), torch.ones(1, 24, 1, 1))
     assert (got - expected).abs().max() <= 8 * FLOAT_EPS * expected.abs().max()
 
 
