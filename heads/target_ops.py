@@ -1,7 +1,9 @@
-"""The form a model is exported in for a target's ncnn: `export_form(model, target)`.
+"""The form a model is exported in for a target's ncnn:
+`export_form(model, ncnn_tables)`, where `ncnn_tables` names the compatibility tables the
+target is linted against (`parity.targets.Target.ncnn_tables`).
 
-Every target gets RepVGG's deploy form (one 3x3 conv per block). Targets whose ncnn is
-the early-2021 one the UnitV2 firmware links (`OLD_NCNN_TARGETS`) also get these
+Every target gets RepVGG's deploy form (one 3x3 conv per block). A target linted against
+the early-2021 ncnn the UnitV2 firmware links (`OLD_NCNN_TABLES`) also gets these
 rewrites, each equal to the module it replaces within float rounding:
 
 - timm's channel LayerNorm (ConvNeXt): that ncnn's LayerNorm does not read pnnx's
@@ -21,7 +23,7 @@ nothing: they export as Clip, HardSigmoid and HardSwish, which that ncnn has.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 
 import numpy as np
@@ -33,16 +35,17 @@ from heads.repvgg import deploy_form
 from heads.tan import TAN
 from heads.timm_wrapper import LayerNorm2d
 
-OLD_NCNN_TARGETS = frozenset({"unitv2"})  # targets linted against ncnn 20201208/20210222
+OLD_NCNN_TABLES = frozenset({"ncnn-20201208", "ncnn-20210222"})  # parity/data tables
 ERFC_DEGREE = 9  # degree of P; its error stays below float32 rounding (tests show it)
 ERFC_FIT_RANGE = 10.0  # erfc(10) ~ 2e-45: float32 exp underflows to 0 beyond it anyway
 ERFC_FIT_POINTS = 20001
 
 
-def export_form(model: nn.Module, target: str) -> nn.Module:
-    """A copy of `model` as it is exported for `target` (the model itself is unchanged)."""
+def export_form(model: nn.Module, ncnn_tables: Iterable[str]) -> nn.Module:
+    """A copy of `model` as it is exported for an ncnn linted against `ncnn_tables`
+    (the model itself is unchanged)."""
     exported = deploy_form(model)
-    if target in OLD_NCNN_TARGETS:
+    if OLD_NCNN_TABLES.intersection(ncnn_tables):
         exported = for_old_ncnn(exported)
     return exported
 

@@ -30,9 +30,12 @@ from heads.target_ops import (
     for_old_ncnn,
 )
 from heads.timm_wrapper import ConvNeXtBlock, LayerNorm2d
+from parity.targets import target_named
 from tests.conftest import seeded_state_dict, small_spec
 
 FLOAT_EPS = torch.finfo(torch.float32).eps
+UNITV2_TABLES = target_named("unitv2").ncnn_tables
+LATEST_TABLES = target_named("ncnn-latest").ncnn_tables
 
 
 def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -168,7 +171,7 @@ def test_tan_is_refused_naming_op_layer_and_alternative():
     model = nn.Module()
     model.fpn = tiny_tan()
     with pytest.raises(OldNcnnRefusal) as refusal:
-        export_form(model, "unitv2")
+        export_form(model, UNITV2_TABLES)
     message = str(refusal.value)
     assert isinstance(refusal.value, StageError)
     assert "\n" not in message
@@ -179,7 +182,7 @@ def test_tan_is_refused_naming_op_layer_and_alternative():
 def test_tan_exports_unchanged_for_ncnn_latest():
     model = nn.Module()
     model.fpn = tiny_tan()
-    assert isinstance(export_form(model, "ncnn-latest").fpn, TAN)
+    assert isinstance(export_form(model, LATEST_TABLES).fpn, TAN)
 
 
 # --------------------------------------------------------------------------- export_form
@@ -187,7 +190,7 @@ def test_tan_exports_unchanged_for_ncnn_latest():
 
 def test_export_form_fuses_repvgg_and_equals_the_branches():
     backbone = seeded(RepVGG(arch="A0", out_stages=(2, 3, 4)))
-    exported = export_form(backbone, "unitv2")
+    exported = export_form(backbone, UNITV2_TABLES)
     blocks = [m for m in exported.modules() if isinstance(m, RepVGGConvModule)]
     assert blocks and all(b.is_deploy for b in blocks)
     assert not any(b.is_deploy for b in backbone.modules() if isinstance(b, RepVGGConvModule))
@@ -203,8 +206,8 @@ def test_export_form_leaves_the_model_unchanged_and_equal():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        for target in ("unitv2", "ncnn-latest"):
-            exported = export_form(model, target)
+        for tables in (UNITV2_TABLES, LATEST_TABLES):
+            exported = export_form(model, tables)
             assert exported is not model
             for (cls_a, reg_a), (cls_b, reg_b) in zip(model(x), exported(x), strict=True):
                 assert torch.equal(cls_a, cls_b) and torch.equal(reg_a, reg_b)
@@ -213,5 +216,12 @@ def test_export_form_leaves_the_model_unchanged_and_equal():
 
 def test_export_form_rewrites_gelu_only_for_old_ncnn():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GELU())
-    assert isinstance(export_form(model, "ncnn-latest")[1], nn.GELU)
-    assert isinstance(export_form(model, "unitv2")[1], ErfFreeGELU)
+    assert isinstance(export_form(model, LATEST_TABLES)[1], nn.GELU)
+    assert isinstance(export_form(model, UNITV2_TABLES)[1], ErfFreeGELU)
+
+
+def test_export_form_follows_the_tables_not_the_target_name():
+    """Any target linted against a 2020/2021 table gets the rewrites."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GELU())
+    assert isinstance(export_form(model, ("ncnn-20201208",))[1], ErfFreeGELU)
+    assert isinstance(export_form(model, ())[1], nn.GELU)
