@@ -3,7 +3,7 @@
 Steps, each taking and returning values (file I/O at the edges):
 `plan(loaded, rewrite) -> ExportPlan` (convert/plan.py), `export_graph(plan, ...)
 -> GraphFiles` and `lint_graph` (convert/graph.py), `build_folder(...) -> manifest`
-and `verdict(...) -> VerifyResult` (here). `convert_model(checkpoint, options)`
+and `verdict(...) -> Verification` (here). `convert_model(checkpoint, options)`
 composes them; `convert_checkpoint(...)` is the same with keyword options.
 
 Stages: load, wrap, onnx-export, onnxsim, pnnx, lint, write, verify. Paths and
@@ -24,7 +24,7 @@ from common.errors import EXIT_CHECK_FAILED, EXIT_OK, StageError
 from common.threads import limit_threads
 from common.versions import tool_versions
 from convert.clock import StageClock
-from convert.graph import GraphFiles, export_graph, lint_graph
+from convert.graph import export_graph, lint_graph
 from convert.options import ConvertOptions
 from convert.outputs import OutputPlan, Staging, plan_output, staged_output
 from convert.package import (
@@ -34,7 +34,7 @@ from convert.package import (
     write_tar,
 )
 from convert.plan import ExportPlan, choose_rewrite, plan, plan_notes
-from convert.verify import VerifyResult, verify_folder
+from convert.verify import Verification, verify_folder
 from heads.loader import LoadedModel, load_detector
 from heads.rewrites import RewriteStrategy
 from parity.synthetic import default_frames
@@ -46,7 +46,7 @@ Report = Callable[[str], None]
 class ConvertResult:
     folder: Path
     manifest: dict[str, Any]
-    verification: VerifyResult | None
+    verification: Verification | None
     rewrite: RewriteStrategy
     tar: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -68,12 +68,12 @@ def build_folder(folder: Path, loaded: LoadedModel, export: ExportPlan, options:
     return manifest
 
 
-def verdict(loaded: LoadedModel, export: ExportPlan, graph: GraphFiles,
-            options: ConvertOptions) -> VerifyResult:
-    """Stage verify: the checkpoint's detections against the NCNN model's on the photos."""
-    return verify_folder(loaded, graph.param, graph.bin, export.layout, export.input_name,
-                         export.output_names, options.input_size,
-                         options.frames or default_frames())
+def verdict(loaded: LoadedModel, export: ExportPlan, folder: Path,
+            options: ConvertOptions) -> Verification:
+    """Stage verify: a parity check (profile verify) of the written `folder` on the photos."""
+    config = Path(options.config) if options.config is not None else None
+    return verify_folder(loaded, folder, options.frames or default_frames(),
+                         options.input_size, export.layout, config)
 
 
 def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
@@ -113,7 +113,7 @@ def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
         verification = None
         if options.verify:
             with clock.stage("verify"):
-                verification = verdict(loaded, export, graph, options)
+                verification = verdict(loaded, export, folder, options)
         manifest = _final_manifest(folder, manifest, verification, clock.timings)
         _publish(staging, destination)
     return ConvertResult(destination.folder, manifest, verification, export.rewrite,
@@ -139,7 +139,7 @@ def convert_checkpoint(checkpoint: str | Path, *, config: str | Path | None = No
 _STAMPED = ("manifest_version", "written_by", "files")  # write_manifest sets these
 
 
-def _final_manifest(folder: Path, manifest: dict[str, Any], verification: VerifyResult | None,
+def _final_manifest(folder: Path, manifest: dict[str, Any], verification: Verification | None,
                     timings: dict[str, float]) -> dict[str, Any]:
     """manifest.json again, with the verdict and the stage timings."""
     manifest["verification"] = (

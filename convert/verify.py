@@ -1,14 +1,22 @@
-"""Quick verification: does the NCNN model in the folder detect what the checkpoint does?
+"""convert's verification: a parity check of the staging folder, plus the rewrite's figures.
 
-The original model (native head, native decode) and the produced NCNN model
-(decoded as its consumer decodes it: the firmware for the legacy layout) see
-the same tensors of the bundled photos; their detections are matched by IoU.
+The verdict is parity's (`parity.folder_check.check_folder` with the `verify`
+profile of parity/data/tolerances.toml): the checkpoint's own head and decode
+against the folder's ncnn model, decoded as its consumer decodes it, on the
+bundled photos as camera frames. Only the `ncnn` stage runs beside the
+reference, so this takes seconds; `parity check` runs every stage.
+
+Beside the verdict, two figures only a NanoDet-Plus rewrite has: how many
+reference detections need the stride-64 level the legacy layout lacks, and the
+rewrite's residuals (clamped edges, cells competing with a folded prediction).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,128 +24,154 @@ import torch
 from heads.decode import Detections, levels_from_logits
 from heads.loader import LoadedModel
 from heads.plus_to_legacy import rewrite_residuals
-from parity.detect import legacy_layout_detections, native_detections, split_native_output
+from parity.detect import native_detections
+from parity.detection_stats import BANDS
+from parity.folder_check import FolderCheck, check_folder
 from parity.images import UnusableImage, in_memory
 from parity.match import match_detections
 from parity.preprocess import frame_to_tensor
-from parity.runners.ncnn_runner import NcnnRunner
-from parity.unitv2 import PROB_THRESHOLD
+from parity.report_types import Band, Record, StageResult
 
-MIN_IOU = 0.95
-MAX_SCORE_DIFF = 0.01
-MIN_MATCHED_FRACTION = 0.99
+PROFILE = "verify"
+STAGE = "ncnn"  # the folder's model as the device's ncnn runs it
+SHOWN_BAND = "firmware"  # detections the firmware shows (score >= its threshold)
+STRIDE64_IOU = 0.95  # a detection kept without the stride-64 level overlaps its twin this much
 
 
 @dataclass
-class VerifyResult:
-    images: int = 0
-    reference_detections: int = 0
-    matched: int = 0
-    missing: list[dict] = field(default_factory=list)
-    extra: list[dict] = field(default_factory=list)
-    worst_iou: float = 1.0
-    worst_score_diff: float = 0.0
-    worst_edge_px: float = 0.0
+class RewriteFigures:
+    """What the legacy layout cannot express of a NanoDet-Plus model, on the photos."""
+
     stride64_only: int | None = None  # reference detections that need the stride-64 level
     residuals: dict[str, int] | None = None  # Plus rewrite: clamped / competing cells
-    skipped: dict[str, str] = field(default_factory=dict)  # image -> why it is no camera frame
 
-    @property
-    def matched_fraction(self) -> float:
-        return self.matched / self.reference_detections if self.reference_detections else 1.0
 
-    @property
-    def borderline(self) -> int:
-        """Unmatched detections within MAX_SCORE_DIFF of the 0.4 threshold."""
-        return sum(d["borderline"] for d in self.missing + self.extra)
+@dataclass
+class Verification:
+    """The verdict of the `verify` profile and what it found."""
+
+    check: FolderCheck
+    class_names: list[str]
+    figures: RewriteFigures = field(default_factory=RewriteFigures)
 
     @property
     def passed(self) -> bool:
-        hard_extra = [e for e in self.extra if not e["borderline"]]
-        return self.matched_fraction >= MIN_MATCHED_FRACTION and not hard_extra
+        return self.check.passed
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "matched_fraction": self.matched_fraction,
-                "borderline": self.borderline,
-                "passed": self.passed,
-                "tolerances": {"min_iou": MIN_IOU, "max_score_diff": MAX_SCORE_DIFF,
-                               "min_matched_fraction": MIN_MATCHED_FRACTION}}
+    @property
+    def band(self) -> Band:
+        return self.check.report.summary[STAGE].detections.bands[SHOWN_BAND]
+
+    @property
+    def reference_detections(self) -> int:
+        """Reference detections the firmware would show."""
+        return self.band.reference
+
+    @property
+    def images(self) -> int:
+        return self.check.report.images.count
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return dict(self.check.report.images.skipped or {})
+
+    @property
+    def stride64_only(self) -> int | None:
+        return self.figures.stride64_only
+
+    @property
+    def residuals(self) -> dict[str, int] | None:
+        return self.figures.residuals
+
+    @property
+    def missing(self) -> list[dict[str, Any]]:
+        """Shown reference detections the ncnn model has no partner for."""
+        return [self._describe(record.image, record.reference[i])
+                for record, result in self._results() for i in result.match.missing
+                if _shown(record.reference[i])]
+
+    @property
+    def extra(self) -> list[dict[str, Any]]:
+        """Shown ncnn detections without a reference partner."""
+        return [self._describe(record.image, result.detections[j])
+                for record, result in self._results() for j in result.match.extra
+                if _shown(result.detections[j])]
+
+    @property
+    def failing_checks(self) -> list[dict[str, Any]]:
+        return [{"check": c.check, "value": c.value, "limit": c.limit}
+                for c in self.check.report.gate.checks if not c.passed]
 
     def summary(self) -> str:
-        return (f"{self.matched}/{self.reference_detections} reference detections matched "
-                f"(IoU >= {MIN_IOU}, |score diff| <= {MAX_SCORE_DIFF}) on {self.images} photos; "
-                f"{len(self.missing)} missing, {len(self.extra)} extra, "
-                f"{self.borderline} at the threshold; worst IoU {self.worst_iou:.4f}, "
-                f"worst score diff {self.worst_score_diff:.4f}, "
-                f"worst edge {self.worst_edge_px:.3f} px")
+        band, limits = self.band, self.check.report.tolerances.detections
+        return (f"{band.matched}/{band.reference} shown reference detections matched "
+                f"(profile {PROFILE}: IoU >= {limits.min_iou}, |score diff| <= "
+                f"{limits.max_score_diff}) on {self.images} photos; {band.missing} missing, "
+                f"{band.extra} extra; worst IoU {band.min_iou:.4f}, worst score diff "
+                f"{band.max_score_diff:.4f}, worst edge {band.max_edge_px:.3f} px")
+
+    def to_dict(self) -> dict[str, Any]:
+        """manifest.json's `verification` (besides `status`)."""
+        band = self.band
+        return {"profile": PROFILE, "stage": STAGE, "images": self.images,
+                "reference_detections": band.reference, "matched": band.matched,
+                "missing": self.missing, "extra": self.extra, "worst_iou": band.min_iou,
+                "worst_score_diff": band.max_score_diff, "worst_edge_px": band.max_edge_px,
+                "failing_checks": self.failing_checks,
+                "stride64_only": self.stride64_only, "residuals": self.residuals,
+                "skipped": self.skipped}
+
+    def _results(self) -> list[tuple[Record, StageResult]]:
+        return [(record, record.stages[STAGE]) for record in self.check.report.records
+                if isinstance(record.stages.get(STAGE), StageResult)]
+
+    def _describe(self, image: str, row: Sequence[float]) -> dict[str, Any]:
+        *box, score, label = row
+        return {"image": image, "score": round(float(score), 4),
+                "class": self.class_names[int(label)],
+                "box": [round(float(v), 2) for v in box]}
 
 
-def _near_threshold(score: float) -> bool:
-    return abs(score - PROB_THRESHOLD) <= MAX_SCORE_DIFF
+def _shown(row: Sequence[float]) -> bool:
+    low, high = BANDS[SHOWN_BAND]
+    return low <= row[4] < high
 
 
-def _describe(image: str, det: Detections, index: int, names: list[str]) -> dict:
-    score = float(det.scores[index])
-    return {"image": image, "score": round(score, 4), "class": names[det.labels[index]],
-            "box": [round(float(v), 2) for v in det.boxes[index]],
-            "borderline": _near_threshold(score)}
+def verify_folder(loaded: LoadedModel, folder: Path, frames: list[tuple[str, np.ndarray]],
+                  input_size: tuple[int, int], layout: str,
+                  config: Path | None = None) -> Verification:
+    """Check `folder` (manifest.json written) against the checkpoint `loaded` came from."""
+    check = check_folder(loaded.checkpoint.path, folder, frames, config=config,
+                         profile=PROFILE, only={STAGE})
+    figures = rewrite_figures(loaded, frames, input_size, layout)
+    return Verification(check, list(loaded.spec.class_names), figures)
 
 
-def verify_folder(loaded: LoadedModel, param: Path, weights: Path, layout: str, input_name: str,
-                  output_names: list[str], input_size: tuple[int, int],
-                  frames: list[tuple[str, np.ndarray]]) -> VerifyResult:
-    """Match the checkpoint's detections with the folder's NCNN model's on `frames`.
-
-    Each image first becomes the 640x480 camera frame the UnitV2 would see
-    (parity.images); images that cannot are listed in `skipped`."""
-    runner = NcnnRunner(param, weights, input_name, output_names)
+def rewrite_figures(loaded: LoadedModel, frames: list[tuple[str, np.ndarray]],
+                    input_size: tuple[int, int], layout: str) -> RewriteFigures:
+    """Stride-64 needs and rewrite residuals of a NanoDet-Plus model on the camera frames."""
     spec = loaded.spec
-    result = VerifyResult()
-    width, height = input_size
+    figures = RewriteFigures()
+    if len(spec.head.strides) <= 3 and not (spec.is_plus and layout == "legacy"):
+        return figures
     for photo in in_memory(frames):
         try:
-            camera = photo.load()
-        except UnusableImage as exc:
-            result.skipped[photo.name] = str(exc)
-            continue
-        image, frame = camera.name, camera.frame
-        feed, box = frame_to_tensor(frame, width, height)
+            frame = photo.load().frame
+        except UnusableImage:
+            continue  # the check lists it as skipped
+        feed, box = frame_to_tensor(frame, *input_size)
         with torch.no_grad():
-            logits = loaded.model(torch.from_numpy(feed))
-        levels = levels_from_logits(logits, spec.head.strides)
-        reference = native_detections(levels, spec.head.centre_offset, box)
+            levels = levels_from_logits(loaded.model(torch.from_numpy(feed)), spec.head.strides)
         if spec.is_plus and layout == "legacy":
             found = rewrite_residuals(levels)
-            result.residuals = {k: (result.residuals or {}).get(k, 0) + n
-                                for k, n in found.items()}
+            figures.residuals = {k: (figures.residuals or {}).get(k, 0) + n
+                                 for k, n in found.items()}
         if len(levels) > 3:
-            without = native_detections(levels[:3], spec.head.centre_offset, box)
-            kept = match_detections(reference, without, min_iou=MIN_IOU)
-            result.stride64_only = (result.stride64_only or 0) + len(kept.missing)
-        outputs = runner.infer(feed)
-        if layout == "legacy":
-            converted = legacy_layout_detections(outputs, output_names, box)
-        else:
-            native = split_native_output(outputs[output_names[0]], spec.head.num_classes, width,
-                                         height, spec.head.strides)
-            converted = native_detections(native, spec.head.centre_offset, box)
-        _accumulate(result, image, reference, converted, list(spec.class_names))
-    return result
+            figures.stride64_only = (figures.stride64_only or 0) + _needing_stride64(
+                native_detections(levels, spec.head.centre_offset, box),
+                native_detections(levels[:3], spec.head.centre_offset, box))
+    return figures
 
 
-def _accumulate(result: VerifyResult, image: str, reference: Detections, converted: Detections,
-                names: list[str]) -> None:
-    result.images += 1
-    result.reference_detections += len(reference)
-    matching = match_detections(reference, converted, min_iou=0.5)
-    good = (matching.iou >= MIN_IOU) & (matching.score_diff <= MAX_SCORE_DIFF) \
-        & matching.same_label
-    result.matched += int(good.sum())
-    if len(matching.pairs):
-        result.worst_iou = min(result.worst_iou, float(matching.iou.min()))
-        result.worst_score_diff = max(result.worst_score_diff, float(matching.score_diff.max()))
-        result.worst_edge_px = max(result.worst_edge_px, float(matching.edge_error.max()))
-    for i in [*matching.pairs[~good, 0], *matching.missing]:
-        result.missing.append(_describe(image, reference, int(i), names))
-    for j in matching.extra:
-        result.extra.append(_describe(image, converted, int(j), names))
+def _needing_stride64(reference: Detections, without: Detections) -> int:
+    return len(match_detections(reference, without, min_iou=STRIDE64_IOU).missing)

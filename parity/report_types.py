@@ -19,7 +19,7 @@ from parity.tensor_stats import HIST_EDGES
 from parity.tolerance_types import Tolerances
 
 SCHEMA = "nanodet-unitv2/parity-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the stage table (order, reference, compared_with, checks, colour)
 HIST_BINS = len(HIST_EDGES) - 1
 LayoutName = Literal["native", "legacy", "plus-native"]  # parity.layouts.Layout
 ExtraCheck = Literal["device_input", "json_lines"]  # parity.stage_registry.EXTRA_CHECKS
@@ -314,7 +314,7 @@ class Report:
     """A `parity check` (or merged) report."""
 
     schema: Literal["nanodet-unitv2/parity-report"]
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     tool: dict[str, Any]
     checkpoint: Checkpoint
     model_folder: ModelFolderEntry

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -71,10 +72,11 @@ def test_plus_folder_is_what_the_firmware_reads(plus_folder):
 def test_plus_ncnn_firmware_decode_equals_native_plus(plus_folder):
     loaded = load_detector(PLUS_PTH, PLUS_CFG)
     folder = read_model_folder(plus_folder)
-    result = verify_folder(loaded, folder.param, folder.bin, "legacy", folder.input_name,
-                           folder.output_names, (320, 256), FRAMES)
-    assert result.reference_detections > 100
-    assert result.matched_fraction >= 0.99, result.missing
+    assert folder.layout == "legacy"
+    result = verify_folder(loaded, plus_folder, FRAMES, (320, 256), "legacy", PLUS_CFG)
+    assert result.passed, result.failing_checks
+    assert result.band.reference > 100
+    assert result.band.matched_fraction >= 0.99, result.missing
     assert not result.extra
     assert result.stride64_only > 0  # the photos do exercise the stride-64 level
 
@@ -86,7 +88,9 @@ def test_naive_rewrite_fails_verification(tmp_path):
     result = convert_model(PLUS_PTH, ConvertOptions(legacy_head=True, output=out,
                                                     frames=FRAMES[:12]), rewrite=naive)
     assert result.exit_code == 1
-    assert result.verification.matched_fraction < 0.5
+    failing = {c["check"] for c in result.verification.failing_checks}
+    assert "detections.min_iou" in failing  # boxes half a stride off
+    assert result.verification.band.min_iou < 0.6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["verification"]["status"] == "failed"
     assert manifest["rewrite"]["centre_compensation"] is False  # the folder says what it holds
@@ -227,11 +231,10 @@ def test_summary_prints_class_and_image_names_as_text(tmp_path):
 
     from convert.cli import print_summary
     from convert.pipeline import ConvertResult
-    from convert.verify import VerifyResult
-
-    odd = {"image": "[bold]photo.jpg", "score": 0.5, "class": "[/]", "box": [0, 0, 1, 1],
-           "borderline": False}
-    check = VerifyResult(images=1, reference_detections=1, missing=[odd], extra=[odd])
+    odd = {"image": "[bold]photo.jpg", "score": 0.5, "class": "[/]", "box": [0, 0, 1, 1]}
+    check = SimpleNamespace(passed=False, summary=lambda: "1 missing", missing=[odd],
+                            extra=[odd], stride64_only=3, reference_detections=60,
+                            residuals={"clamped": 1, "competing": 2})
     manifest = {"architecture": {"head": {"kind": "NanoDetHead"}, "class_names": ["[/]"]},
                 "layout": "legacy", "input": {"name": "input.1", "width": 320, "height": 256},
                 "rewrite": {"strategy": "none", "detail": "none"}, "target": "unitv2",

@@ -522,5 +522,5 @@ def test_fuzz_merge(reports, data):
             paths.append(path)
         merged = only_tool_errors(lambda: merge_reports([(p, read_report(p)) for p in paths]))
     if merged is not None:
-        assert merged["images"]["count"] == len(merged["records"])
-        assert isinstance(merged["gate"]["passed"], bool)
+        assert merged.images.count == len(merged.records)
+        assert isinstance(merged.gate.passed, bool)
