@@ -61,6 +61,9 @@ def for_old_ncnn(model: nn.Module) -> nn.Module:
     """`model` (modified in place) with every op the early-2021 ncnn lacks rewritten, or
     OldNcnnRefusal naming the first op that cannot be."""
     refuse_unrewritable(model)
+    root = rewritten(model)
+    if root is not None:
+        return root
     for name, module in list(model.named_modules()):
         replacement = rewritten(module)
         if replacement is not None:
@@ -89,9 +92,9 @@ def rewritten(module: nn.Module) -> nn.Module | None:
 
 
 def replace_submodule(model: nn.Module, name: str, replacement: nn.Module) -> None:
+    """Put `replacement` where `model`'s submodule `name` (dotted, not empty) is."""
     parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, replacement)
+    setattr(model.get_submodule(parent_name), child, replacement)
 
 
 # --------------------------------------------------------------------------- LayerNorm

@@ -130,6 +130,10 @@ def test_for_old_ncnn_rewrites_a_convnext_block_equal():
     assert (rewritten(x) - expected).abs().max() <= 16 * FLOAT_EPS * expected.abs().max()
 
 
+def test_for_old_ncnn_rewrites_a_root_module():
+    assert isinstance(for_old_ncnn(nn.GELU()), ErfFreeGELU)
+
+
 def test_for_old_ncnn_keeps_ops_that_old_ncnn_has():
     model = nn.Sequential(nn.ReLU6(), nn.Hardswish(), nn.Hardsigmoid(), HardSigmoidGate(),
                           nn.GELU(approximate="tanh"))
