@@ -76,7 +76,8 @@ def refuse_unrewritable(model: nn.Module) -> None:
         if isinstance(module, TAN):
             raise OldNcnnRefusal(
                 "attention (MatMul of two computed matrices)", f"{name}.transformer",
-                "the UnitV2's ncnn (2021) has no MatMul layer (its Gemm is 2-D only), and "
+                "the UnitV2's ncnn (2021) has no MatMul layer, its Gemm takes no constant "
+                "weights and its blobs have at most 3 dims (the heads need 4); and "
                 "TAN's position embedding fixes the input to its config's size (nanodet-t: "
                 "320x320), which the firmware (320x256) cannot feed",
                 "use --target ncnn-latest, or for the UnitV2 the nearest architecture without "
