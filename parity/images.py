@@ -25,7 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from parity.unitv2 import FRAME_H, FRAME_W
+from parity.targets.unitv2 import DEVICE
+
+FRAME_W, FRAME_H = DEVICE.frame_size  # the camera frame every photo becomes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 50_000_000

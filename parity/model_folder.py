@@ -41,14 +41,6 @@ ONNX_FILE = "model.onnx"
 SIM_ONNX_FILE = "model.sim.onnx"
 FIRMWARE_JSON = "model.json"
 MANIFEST = "manifest.json"
-# Kept for callers not yet asking the target (parity.targets): its blob names.
-LEGACY_INPUT = LEGACY_NANODET_BLOBS.input
-LEGACY_STRIDES = LEGACY_NANODET_BLOBS.strides
-
-
-def legacy_output_names() -> list[str]:
-    """cls/dis per stride, in the order the firmware extracts them (``Target.blobs.outputs``)."""
-    return LEGACY_NANODET_BLOBS.outputs()
 
 
 LAYOUTS = ("legacy", "plus-native")

@@ -36,14 +36,10 @@ from parity.stage_registry import (
     StageDescriptor,
     StageRegistry,
 )
+from parity.targets import Device
+from parity.targets.unitv2 import UNITV2
 from parity.tensor_stats import same_bits
-from parity.unitv2 import (
-    Letterbox,
-    decode_levels,
-    json_line,
-    letterbox_for,
-    preprocess_frame_ncnn,
-)
+from parity.unitv2.geometry import Letterbox
 
 COMPARE_MIN_SCORE = 0.1  # detections are compared down to here, in bands
 
@@ -130,21 +126,23 @@ class DeviceStage(Stage):
     """
 
     role_names: list[str] = field(default_factory=list)
+    device: Device = UNITV2.device  # whose firmware is emulated
 
     def run(self, frame: np.ndarray, feed: np.ndarray, box: Letterbox,
             context: StageContext, shared: SharedInput) -> StageRun:
-        device_box = letterbox_for(frame.shape[1], frame.shape[0])
-        device_input = np.array(preprocess_frame_ncnn(frame, device_box), copy=True)[None]
+        device = self.device
+        device_box = device.letterbox(frame.shape[1], frame.shape[0])
+        device_input = np.array(device.preprocess_ncnn(frame, device_box), copy=True)[None]
         outputs = self.runner.infer(device_input)
         names = self.output_names
-        shown = decode_levels([outputs[n] for n in names[0::2]],
+        shown = device.decode([outputs[n] for n in names[0::2]],
                               [outputs[n] for n in names[1::2]], device_box)
-        line = json_line(shown, context.class_names)
+        line = device.json_line(shown, context.class_names)
         same_shape = device_input.shape == feed.shape
         return StageRun(
             outputs={role: outputs[name] for role, name in zip(self.role_names, names)},
             detections=legacy_layout_detections(outputs, names, device_box,
-                                                COMPARE_MIN_SCORE),
+                                                COMPARE_MIN_SCORE, device=device),
             input_sha256=shared.sha256_of(device_input),
             input_max_diff=float(np.abs(device_input - feed).max()) if same_shape
             else float("inf"),
@@ -262,8 +260,10 @@ def device_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
                              f"names blob {blob!r} that {folder.device_param.name} lacks")
     runner = NcnnRunner(folder.device_param, folder.device_bin, folder.input_name, device_names,
                         descriptor.name)
+    # a folder for a target without a device but with a model.json is run as a UnitV2's
+    device = folder.target.device or UNITV2.device
     return DeviceStage(descriptor, inputs.layout, runner, output_names=device_names,
-                       role_names=inputs.names)
+                       role_names=inputs.names, device=device)
 
 
 STAGES = StageRegistry()

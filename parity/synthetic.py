@@ -9,8 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from parity.images import bundled_images, read_bgr
-from parity.unitv2 import FRAME_H, FRAME_W
+from parity.images import FRAME_H, FRAME_W, bundled_images, read_bgr
 
 
 def _photos() -> list[np.ndarray]:

@@ -12,9 +12,9 @@ from heads.loader import load_detector
 from heads.plus_to_legacy import PlusToLegacy, class_max_pair, distance_logits
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
-from parity.model_folder import legacy_output_names
 from parity.preprocess import frame_to_tensor
 from parity.synthetic import default_frames
+from parity.targets.unitv2 import UNITV2
 from tests.conftest import PLUS_PTH, seeded_state_dict, small_spec
 
 
@@ -31,7 +31,7 @@ def frames():
 def firmware_vs_native(loaded, wrapper, frames) -> tuple[int, int, int]:
     """(matched at IoU >= 0.95 and |score diff| <= 0.01, reference count, extra)."""
     matched = total = extra = 0
-    names = legacy_output_names()
+    names = UNITV2.blobs.outputs()
     for _, frame in frames:
         feed, box = frame_to_tensor(frame, 320, 256)
         with torch.no_grad():

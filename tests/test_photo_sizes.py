@@ -30,7 +30,7 @@ from parity.images import (
 )
 from parity.model_folder import read_model_folder
 from parity.runners.ncnn_runner import NcnnRunner
-from parity.unitv2 import decode_levels, json_line, letterbox_for, preprocess_frame_ncnn
+from parity.targets.unitv2 import DEVICE
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, photo
 from tests.report_validation import assert_valid_report
 
@@ -88,12 +88,12 @@ def firmware_lines(folder: Path, frame: np.ndarray) -> list[str]:
     """What the firmware prints for a 640x480 frame, computed here from its pieces."""
     model = read_model_folder(folder)
     names = model.output_names
-    box = letterbox_for(frame.shape[1], frame.shape[0])
-    feed = np.array(preprocess_frame_ncnn(frame, box), copy=True)[None]
+    box = DEVICE.letterbox(frame.shape[1], frame.shape[0])
+    feed = np.array(DEVICE.preprocess_ncnn(frame, box), copy=True)[None]
     outputs = NcnnRunner(model.param, model.bin, model.input_name, names).infer(feed)
-    shown = decode_levels([outputs[n] for n in names[0::2]], [outputs[n] for n in names[1::2]],
+    shown = DEVICE.decode([outputs[n] for n in names[0::2]], [outputs[n] for n in names[1::2]],
                           box)
-    line = json_line(shown, model.class_names)
+    line = DEVICE.json_line(shown, model.class_names)
     return [line] if line is not None else []
 
 

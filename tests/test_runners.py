@@ -76,9 +76,9 @@ def test_tensor_record_of_an_exact_copy_takes_the_short_path_to_the_same_figures
 
 
 def test_decode_reuse_only_for_identical_outputs():
-    from parity.unitv2 import letterbox_for
+    from parity.targets.unitv2 import DEVICE
 
-    box = letterbox_for(640, 480)
+    box = DEVICE.letterbox(640, 480)
     names = [f"{kind}{s}" for s in (8, 16, 32) for kind in ("cls", "dis")]
     rng = np.random.default_rng(0)
 

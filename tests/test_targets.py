@@ -96,17 +96,6 @@ def test_tables_load_by_name():
         assert [t.name for t in target.tables] == list(target.ncnn_tables)
 
 
-def test_compatibility_names_follow_the_target():
-    from parity import unitv2
-
-    device = UNITV2.device
-    assert (unitv2.FRAME_W, unitv2.FRAME_H) == device.frame_size
-    assert unitv2.PROB_THRESHOLD == device.score_threshold
-    assert unitv2.letterbox_for() == device.letterbox()
-    with pytest.raises(AttributeError):
-        unitv2.NO_SUCH_NAME  # noqa: B018
-
-
 # --------------------------------------------------------------------------- one pool model
 
 
