@@ -20,6 +20,7 @@ from heads.rewrites import (
     RewriteStrategy,
 )
 from heads.spec import ArchSpec
+from heads.target_ops import export_form
 from parity.targets import Target
 
 PLUS_NATIVE_INPUT, PLUS_NATIVE_OUTPUT = "data", "output"
@@ -50,9 +51,10 @@ def choose_rewrite(spec: ArchSpec, options: ConvertOptions) -> RewriteStrategy:
 
 
 def plan(loaded: LoadedModel, rewrite: RewriteStrategy, target: Target) -> ExportPlan:
-    """The strategy's wrapper of the loaded model, with its layout's blob names (the
-    legacy layout's are the target's)."""
-    wrapper = rewrite.wrapper(loaded.model)
+    """The strategy's wrapper of the model in its export form for the target's ncnn (RepVGG
+    fused; ops the old ncnn lacks rewritten, heads/target_ops.py), with its layout's blob
+    names (the legacy layout's are the target's)."""
+    wrapper = rewrite.wrapper(export_form(loaded.model, target.ncnn_tables))
     if rewrite.layout == "legacy":
         return ExportPlan(rewrite, wrapper, target.blobs.input, target.blobs.outputs(),
                           target.blobs.strides)
