@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import types
 import typing
 from functools import cache
@@ -55,8 +54,8 @@ class WholeProblem(ShapeError):
 
 @cache
 def _hints(cls: type) -> dict[str, Any]:
-    module = sys.modules[cls.__module__]
-    return typing.get_type_hints(cls, vars(module), include_extras=True)
+    # each class's annotations are read in its own module (a subclass may live elsewhere)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _fields(cls: type) -> list[tuple[str, Any, bool]]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from importlib import resources
 
 import pytest
 
 from parity.json_shape import ShapeError
-from parity.report_codec import decode, encode
+from parity.report_codec import decode, encode, json_schema
 from parity.report_schema import SCHEMA_FILE, report_schema, report_schema_text
-from parity.report_types import Report
+from parity.report_types import SCHEMA_VERSION, Images, Report
 from tests.crafted_reports import shard_reports
 from tests.report_validation import assert_valid_report, schema_errors
 
@@ -20,8 +21,9 @@ def test_the_shipped_schema_is_the_generated_one():
     shipped = (resources.files("parity") / "data" / SCHEMA_FILE).read_text(encoding="utf-8")
     assert shipped == report_schema_text(), "run `python -m parity.report_schema`"
     schema = json.loads(shipped)
-    assert schema["$id"] == "urn:nanodet-unitv2:parity-report:1"
-    assert schema["$defs"]["Report"]["properties"]["schema_version"] == {"enum": [1]}
+    assert schema["$id"] == f"urn:nanodet-unitv2:parity-report:{SCHEMA_VERSION}"
+    assert schema["$defs"]["Report"]["properties"]["schema_version"] == {
+        "enum": [SCHEMA_VERSION]}
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,22 @@ def test_figures_may_be_infinite_as_strings(report):
     assert device["input_max_diff"] == "inf"
     assert decode(Report, report).summary["device"].input_max_diff == float("inf")
     assert "inf" in json.dumps(report_schema()["$defs"]["StageFigures"])
+
+
+def test_a_report_field_is_one_dataclass_field(report):
+    """Adding a field (here `camera` to `images`) is one line in parity/report_types.py: the
+    codec reads and writes it and the generated schema requires it, with no other change."""
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ImagesWithCamera(Images):
+        camera: str
+
+    camera = ImagesWithCamera
+    images = {**report["images"], "camera": "UnitV2"}
+    typed = decode(camera, images, "images")
+    assert typed.camera == "UnitV2" and encode(typed) == images
+    with pytest.raises(ShapeError, match="images: camera: missing|images.camera"):
+        decode(camera, report["images"], "images")
+    schema = json_schema(camera, "extended", "urn:test")
+    definition = schema["$defs"]["ImagesWithCamera"]
+    assert definition["properties"]["camera"] == {"type": "string"}
+    assert "camera" in definition["required"]
