@@ -25,11 +25,18 @@ class Component(nn.Module):
     WEIGHTS_HINT: ClassVar[str] = ""  # the state_dict keys that identify it, for messages
     # what inference from weights had to assume for it (added to an inferred spec's notes)
     INFERENCE_NOTES: ClassVar[tuple[str, ...]] = ()
+    DROPPED_CONFIG_KEYS: ClassVar[tuple[str, ...]] = ()  # checked, then not used (`pretrain`)
+    RENAMED_CONFIG_KEYS: ClassVar[dict[str, str]] = {}  # deprecated key -> its keyword
 
     @classmethod
     def keywords_from_config(cls, values: Keywords) -> Keywords:
-        """Constructor keywords from the checked config values that were given."""
-        return values
+        """Constructor keywords from the checked config values that were given: dropped
+        keys left out, deprecated ones renamed (a deprecated key given wins, as in NanoDet)."""
+        keywords = {k: v for k, v in values.items() if k not in cls.DROPPED_CONFIG_KEYS}
+        for old, new in cls.RENAMED_CONFIG_KEYS.items():
+            if old in keywords:
+                keywords[new] = keywords.pop(old)
+        return keywords
 
 
 class Backbone(Component):

@@ -116,6 +116,7 @@ class EfficientNetLite(Backbone):
         "pretrain": boolean,
     }
     WEIGHTS_HINT = "EfficientNetLite backbone keys (backbone.blocks.0.0._depthwise_conv)"
+    DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
 
     def __init__(self, *, model_name: str, out_stages: tuple[int, ...] = (2, 4, 6),
                  activation: str = "ReLU6"):
@@ -149,11 +150,6 @@ class EfficientNetLite(Backbone):
             if index in self.out_stages:
                 outputs.append(x)
         return outputs
-
-    @classmethod
-    def keywords_from_config(cls, values: Keywords) -> Keywords:
-        """All but `pretrain`: the checkpoint holds the weights, nothing is downloaded."""
-        return {name: value for name, value in values.items() if name != "pretrain"}
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

@@ -145,6 +145,8 @@ class GhostNet(Backbone):
         "act": ACTIVATION,
     }
     WEIGHTS_HINT = "GhostNet backbone keys (backbone.conv_stem)"
+    DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
+    RENAMED_CONFIG_KEYS: ClassVar[dict[str, str]] = {"act": "activation"}  # deprecated in NanoDet
 
     def __init__(self, *, width_mult: float = 1.0, out_stages: tuple[int, ...] = (4, 6, 9),
                  activation: str = "ReLU"):
@@ -175,14 +177,6 @@ class GhostNet(Backbone):
             if index in self.out_stages:
                 outputs.append(x)
         return outputs
-
-    @classmethod
-    def keywords_from_config(cls, values: Keywords) -> Keywords:
-        """All but `pretrain` (nothing is downloaded); the deprecated `act` replaces `activation`."""
-        keywords = {name: value for name, value in values.items() if name != "pretrain"}
-        if "act" in keywords:
-            keywords["activation"] = keywords.pop("act")
-        return keywords
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

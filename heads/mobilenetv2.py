@@ -96,6 +96,7 @@ class MobileNetV2(Backbone):
         "act": ACTIVATION,
     }
     WEIGHTS_HINT = "MobileNetV2 backbone keys (backbone.first_layer)"
+    RENAMED_CONFIG_KEYS: ClassVar[dict[str, str]] = {"act": "activation"}  # deprecated in NanoDet
 
     def __init__(self, *, width_mult: float = 1.0, out_stages: tuple[int, ...] = (1, 2, 4, 6),
                  last_channel: int = 1280, activation: str = "ReLU"):
@@ -121,14 +122,6 @@ class MobileNetV2(Backbone):
             if index in self.out_stages:
                 outputs.append(x)
         return outputs
-
-    @classmethod
-    def keywords_from_config(cls, values: Keywords) -> Keywords:
-        """The deprecated `act`, when given, replaces `activation` (NanoDet warns)."""
-        keywords = dict(values)
-        if "act" in keywords:
-            keywords["activation"] = keywords.pop("act")
-        return keywords
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

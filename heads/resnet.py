@@ -80,6 +80,7 @@ class ResNet(Backbone):
         "pretrain": boolean,
     }
     WEIGHTS_HINT = "ResNet backbone keys (backbone.layer1)"
+    DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
 
     def __init__(self, *, depth: int, out_stages: tuple[int, ...] = (1, 2, 3, 4),
                  activation: str = "ReLU"):
@@ -113,11 +114,6 @@ class ResNet(Backbone):
             if index in self.out_stages:
                 outputs.append(x)
         return outputs
-
-    @classmethod
-    def keywords_from_config(cls, values: Keywords) -> Keywords:
-        """All but `pretrain`: the checkpoint holds the weights, nothing is downloaded."""
-        return {name: value for name, value in values.items() if name != "pretrain"}
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
