@@ -1,0 +1,98 @@
+"""Benchmark per official NanoDet architecture: conversion wall time, and pip-ncnn latency
+of the legacy-layout export against the native export of the same weights.
+
+Each architecture is a seeded 3-class checkpoint of its official config
+(tests/test_architectures.py), converted twice without verification for
+`--target ncnn-latest` at 320x256 (the config's own size where the architecture fixes
+it: TAN): native layout and `--legacy-head`. Latency: 1 thread, fp32, interleaved
+rounds of 10 runs (benchmarks/bench_convert.py), the ratio legacy / native as the
+median of the per-round ratios. A legacy NanoDet-m head has one layout only, so its
+ratio compares two exports of the same graph (a measure of the noise).
+
+    python benchmarks/bench_architectures.py [--runs 200] [--only NAME ...] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_convert import latency_rounds  # noqa: E402
+from convert import ConvertResult, convert_checkpoint  # noqa: E402
+from tests.test_architectures import OFFICIAL, seeded_checkpoint, small_config  # noqa: E402
+
+
+def timed_convert(checkpoint: Path, config: Path, output: Path, legacy: bool,
+                  size: tuple[int, int]) -> tuple[ConvertResult, float]:
+    start = time.perf_counter()
+    result = convert_checkpoint(checkpoint, config=config, legacy_head=legacy, output=output,
+                                input_size=size, target="ncnn-latest", verify=False)
+    return result, time.perf_counter() - start
+
+
+def model_entry(result: ConvertResult) -> tuple:
+    """(param, bin, input name, output names) for latency_rounds."""
+    folder, manifest = result.folder, result.manifest
+    return (folder / "model.param", folder / "model.bin", manifest["input"]["name"],
+            manifest["outputs"])
+
+
+def bench_one(name: str, folder: Path, runs: int) -> dict:
+    size = OFFICIAL[name]
+    config = small_config(name, folder)
+    checkpoint = folder / f"{Path(name).stem}.pth"
+    seeded_checkpoint(config, checkpoint, size)
+    native, native_s = timed_convert(checkpoint, config, folder / "native", False, size)
+    legacy, legacy_s = timed_convert(checkpoint, config, folder / "legacy", True, size)
+    rounds = latency_rounds({"native": model_entry(native), "legacy": model_entry(legacy)},
+                            runs, fp16=False)
+    ratios = [a / b for a, b in zip(rounds["legacy"], rounds["native"])]
+    return {"config": name, "input": f"{size[0]}x{size[1]}",
+            "convert_s": {"native": round(native_s, 2), "legacy": round(legacy_s, 2)},
+            "legacy_stage_s": legacy.manifest.get("stage_seconds"),
+            "native_ms": round(min(rounds["native"]), 3),
+            "legacy_ms": round(min(rounds["legacy"]), 3),
+            "legacy_over_native_percent": round((statistics.median(ratios) - 1) * 100, 2)}
+
+
+def warm_up(folder: Path) -> None:
+    """One untimed conversion, so that the first architecture's figures do not carry the
+    process's one-off costs (imports, first ONNX export)."""
+    name = "nanodet-m.yml"
+    config = small_config(name, folder)
+    checkpoint = folder / "warm-up.pth"
+    seeded_checkpoint(config, checkpoint, OFFICIAL[name])
+    timed_convert(checkpoint, config, folder / "warm-up", True, OFFICIAL[name])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--only", nargs="*", default=None, help="config file names")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        warm_up(Path(tmp))
+    for name in args.only or list(OFFICIAL):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                row = bench_one(name, Path(tmp), args.runs)
+            except Exception as exc:  # one architecture failing must not hide the others
+                row = {"config": name, "error": f"{type(exc).__name__}: {exc}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
