@@ -2,7 +2,9 @@
 of the legacy-layout export against the native export of the same weights.
 
 Each architecture is a seeded 3-class checkpoint of its official config
-(tests/test_architectures.py), converted twice without verification for
+(tests/test_architectures.py: BatchNorm statistics from the bundled photos, so
+activations have realistic scale; the head's last convs random, as latency does not
+depend on them), converted twice without verification for
 `--target ncnn-latest` at 320x256 (the config's own size where the architecture fixes
 it: TAN): native layout and `--legacy-head`. Latency: 1 thread, fp32, interleaved
 rounds of 10 runs (benchmarks/bench_convert.py), the ratio legacy / native as the
@@ -49,7 +51,7 @@ def bench_one(name: str, folder: Path, runs: int) -> dict:
     size = OFFICIAL[name]
     config = small_config(name, folder)
     checkpoint = folder / f"{Path(name).stem}.pth"
-    seeded_checkpoint(config, checkpoint, size)
+    seeded_checkpoint(config, checkpoint, size, clear_detections=False)
     native, native_s = timed_convert(checkpoint, config, folder / "native", False, size)
     legacy, legacy_s = timed_convert(checkpoint, config, folder / "legacy", True, size)
     rounds = latency_rounds({"native": model_entry(native), "legacy": model_entry(legacy)},
@@ -69,7 +71,7 @@ def warm_up(folder: Path) -> None:
     name = "nanodet-m.yml"
     config = small_config(name, folder)
     checkpoint = folder / "warm-up.pth"
-    seeded_checkpoint(config, checkpoint, OFFICIAL[name])
+    seeded_checkpoint(config, checkpoint, OFFICIAL[name], clear_detections=False)
     timed_convert(checkpoint, config, folder / "warm-up", True, OFFICIAL[name])
 
 

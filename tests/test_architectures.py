@@ -270,14 +270,16 @@ def shape_head(model: torch.nn.Module, feeds: list[torch.Tensor], box: Letterbox
 
 
 def seeded_checkpoint(config: Path, path: Path, input_size: tuple[int, int],
-                      seed: int = 0) -> ArchSpec:
-    """Write a NanoDet-trainer-style checkpoint of `config`'s architecture to `path`."""
+                      seed: int = 0, clear_detections: bool = True) -> ArchSpec:
+    """Write a NanoDet-trainer-style checkpoint of `config`'s architecture to `path`
+    (without `clear_detections`, the head's last convs stay random)."""
     spec = read_config(config)
     model = build_detector(spec)
     model.load_state_dict(seeded_state_dict(spec, seed))
     feeds, box = calibration_feeds(spec, input_size)
     calibrate_batchnorm(model, feeds)
-    shape_head(model, feeds, box, spec.head.centre_offset)
+    if clear_detections:
+        shape_head(model, feeds, box, spec.head.centre_offset)
     state: dict[str, Any] = {"model." + k: v.clone() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state}, path)
     return spec
@@ -309,7 +311,8 @@ GATED = ("torch-legacy", "onnx", "onnx-sim", "ncnn", "device")
 KNOWN_FAILURES = {
     "nanodet-plus_convnext-nano_640.yml":
         "stage onnxsim: the simplified model fails onnxsim's numeric check (cls_pred_stride_32 "
-        "moves by 4e-4 on onnxsim's random input; its tolerance is atol 1e-5 + rtol 1e-4)",
+        "moves by 4e-4 to 1e-3 on onnxsim's random input; its tolerance is atol 1e-5 + "
+        "rtol 1e-4)",
 }
 
 
@@ -317,7 +320,7 @@ def case(name: str) -> Any:
     marks = [pytest.mark.slow] if name in SLOW else []
     if name in KNOWN_FAILURES:
         marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[name], raises=StageError,
-                                       strict=True))
+                                       strict=False))  # onnxsim's check input is random
     return pytest.param(name, marks=marks)
 
 
