@@ -23,6 +23,7 @@ class Component(nn.Module):
 
     CONFIG_KEYS: ClassVar[Schema] = {}  # config key -> check, in the order keys are checked
     WEIGHTS_HINT: ClassVar[str] = ""  # the state_dict keys that identify it, for messages
+    WEIGHTS_PREFIX: ClassVar[str] = ""  # what its identifying keys start with ("": none)
     # what inference from weights had to assume for it (added to an inferred spec's notes)
     INFERENCE_NOTES: ClassVar[tuple[str, ...]] = ()
     DROPPED_CONFIG_KEYS: ClassVar[tuple[str, ...]] = ()  # checked, then not used (`pretrain`)

@@ -146,6 +146,7 @@ class CustomCspNet(Backbone):
         "activation": ACTIVATION,
     }
     WEIGHTS_HINT = "CustomCspNet backbone keys (backbone.stages.N.res_out_conv)"
+    WEIGHTS_PREFIX = "backbone.stages."
     # for heads.infer to add to the notes of an inferred CustomCspNet
     INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (LAYOUT_NOTE,)
 

@@ -116,6 +116,7 @@ class EfficientNetLite(Backbone):
         "pretrain": boolean,
     }
     WEIGHTS_HINT = "EfficientNetLite backbone keys (backbone.blocks.0.0._depthwise_conv)"
+    WEIGHTS_PREFIX = "backbone.blocks.0.0._depthwise_conv."
     DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
 
     def __init__(self, *, model_name: str, out_stages: tuple[int, ...] = (2, 4, 6),

@@ -77,6 +77,7 @@ class GhostPAN(Neck):
                                      "num_extra_level": integer(0, 2), "use_depthwise": boolean,
                                      "activation": ACTIVATION}
     WEIGHTS_HINT = "GhostPAN (fpn.reduce_layers + fpn.top_down_blocks)"
+    WEIGHTS_PREFIX = "fpn.reduce_layers."
 
     def __init__(self, in_channels: tuple[int, ...], out_channels: int, kernel_size: int = 5,
                  num_extra_level: int = 0, use_depthwise: bool = False,

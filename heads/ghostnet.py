@@ -145,6 +145,7 @@ class GhostNet(Backbone):
         "act": ACTIVATION,
     }
     WEIGHTS_HINT = "GhostNet backbone keys (backbone.conv_stem)"
+    WEIGHTS_PREFIX = "backbone.conv_stem."
     DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
     RENAMED_CONFIG_KEYS: ClassVar[dict[str, str]] = {"act": "activation"}  # deprecated in NanoDet
 

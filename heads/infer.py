@@ -26,18 +26,46 @@ def _claimed(registry: Mapping[str, type[Component]], *args: object) -> tuple[st
     return None
 
 
+def _unclaimed(part: str, registry: Mapping[str, type[Component]], sd: StateDict
+               ) -> UnknownArchitecture:
+    """No registered `part` holds these weights: name the closest and the first key that
+    differs from what it expects."""
+    keys = sorted(k for k in sd if k.startswith(f"{part}."))
+    if not keys:
+        return UnknownArchitecture(f"no {part} weights (no key starts with '{part}.')")
+    known = [c for c in registry.values() if c.WEIGHTS_PREFIX]
+    closest = max(known, key=lambda c: max(_shared_parts(c.WEIGHTS_PREFIX, k) for k in keys))
+    differing = max(keys, key=lambda k: _shared_parts(closest.WEIGHTS_PREFIX, k))
+    unknown = f"{part} weights match no known {part} ({', '.join(registry)})"
+    if _shared_parts(closest.WEIGHTS_PREFIX, differing) <= 1:  # only the part name in common
+        return UnknownArchitecture(f"{unknown}: the first key, {keys[0]}, looks like none "
+                                   "of theirs")
+    return UnknownArchitecture(f"{unknown}; closest: {closest.__name__}, whose keys start "
+                               f"{closest.WEIGHTS_PREFIX}*, but the first key that differs "
+                               f"is {differing}")
+
+
+def _shared_parts(prefix: str, key: str) -> int:
+    """How many leading dotted parts `key` shares with `prefix`."""
+    shared = 0
+    for expected, found in zip(prefix.rstrip(".").split("."), key.split(".")):
+        if expected != found:
+            break
+        shared += 1
+    return shared
+
+
 def _backbone(sd: StateDict) -> tuple[str, Keywords]:
     found = _claimed(BACKBONES, sd)
     if found is None:
-        raise UnknownArchitecture("no " + " or ".join(c.WEIGHTS_HINT for c in BACKBONES.values()))
+        raise _unclaimed("backbone", BACKBONES, sd)
     return found
 
 
 def _neck(sd: StateDict) -> NeckSpec:
     found = _claimed(NECKS, sd)
     if found is None:
-        raise UnknownArchitecture("neck is neither " +
-                                  " nor ".join(c.WEIGHTS_HINT for c in NECKS.values()))
+        raise _unclaimed("fpn", NECKS, sd)
     kind, keywords = found
     return NeckSpec.of(kind, **keywords)
 
@@ -45,8 +73,7 @@ def _neck(sd: StateDict) -> NeckSpec:
 def _head(sd: StateDict, strides: tuple[int, ...]) -> HeadSpec:
     found = _claimed(HEADS, sd, strides)
     if found is None:
-        raise UnknownArchitecture("head is neither " +
-                                  " nor ".join(c.WEIGHTS_HINT for c in HEADS.values()))
+        raise _unclaimed("head", HEADS, sd)
     kind, keywords = found
     return HeadSpec.of(kind, **keywords)
 

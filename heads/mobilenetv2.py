@@ -96,6 +96,7 @@ class MobileNetV2(Backbone):
         "act": ACTIVATION,
     }
     WEIGHTS_HINT = "MobileNetV2 backbone keys (backbone.first_layer)"
+    WEIGHTS_PREFIX = "backbone.first_layer."
     RENAMED_CONFIG_KEYS: ClassVar[dict[str, str]] = {"act": "activation"}  # deprecated in NanoDet
 
     def __init__(self, *, width_mult: float = 1.0, out_stages: tuple[int, ...] = (1, 2, 4, 6),

@@ -95,6 +95,7 @@ class NanoDetHead(Head):
     CONFIG_KEYS: ClassVar[Schema] = {**GFL_HEAD_KEYS, "feat_channels": CHANNELS,
                                      "reg_max": integer(1, 64), "share_cls_reg": boolean}
     WEIGHTS_HINT = "NanoDetHead (head.gfl_reg)"
+    WEIGHTS_PREFIX = "head.gfl_reg."
 
     def __init__(self, num_classes: int, input_channel: int, feat_channels: int = 256,
                  stacked_convs: int = 2, kernel_size: int = 3,

@@ -29,6 +29,7 @@ class NanoDetPlusHead(Head):
                                      "kernel_size": integer(1, 9, odd=True),
                                      "reg_max": integer(1, 64)}
     WEIGHTS_HINT = "NanoDetPlusHead (head.gfl_cls without head.gfl_reg)"
+    WEIGHTS_PREFIX = "head.gfl_cls."
 
     def __init__(self, num_classes: int, input_channel: int, feat_channels: int = 96,
                  stacked_convs: int = 2, kernel_size: int = 5,

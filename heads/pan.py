@@ -24,6 +24,7 @@ class PAN(Neck):
     CONFIG_KEYS: ClassVar[Schema] = {"in_channels": integers(1, 4096, max_len=3),
                                      "out_channels": CHANNELS}
     WEIGHTS_HINT = "PAN (fpn.lateral_convs)"
+    WEIGHTS_PREFIX = "fpn.lateral_convs."
 
     def __init__(self, in_channels: tuple[int, ...], out_channels: int, kernel_size: int = 1,
                  num_extra_level: int = 0, use_depthwise: bool = False,

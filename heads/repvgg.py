@@ -166,6 +166,7 @@ class RepVGG(Backbone):
         "last_channel": optional(CHANNELS),
     }
     WEIGHTS_HINT = "RepVGG backbone keys (backbone.stage0.rbr_*)"
+    WEIGHTS_PREFIX = "backbone.stage0.rbr_"
 
     def __init__(self, *, arch: str, out_stages: tuple[int, ...] = (1, 2, 3, 4),
                  activation: str = "ReLU", deploy: bool = False, last_channel: int | None = None):

@@ -80,6 +80,7 @@ class ResNet(Backbone):
         "pretrain": boolean,
     }
     WEIGHTS_HINT = "ResNet backbone keys (backbone.layer1)"
+    WEIGHTS_PREFIX = "backbone.layer1."
     DROPPED_CONFIG_KEYS = ("pretrain",)  # the checkpoint holds the weights: nothing is downloaded
 
     def __init__(self, *, depth: int, out_stages: tuple[int, ...] = (1, 2, 3, 4),

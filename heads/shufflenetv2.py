@@ -72,6 +72,7 @@ class ShuffleNetV2(Backbone):
         "with_last_conv": boolean,
     }
     WEIGHTS_HINT = "ShuffleNetV2 backbone keys (backbone.stage2.0.branch1.*)"
+    WEIGHTS_PREFIX = "backbone.stage2.0.branch1."
 
     def __init__(self, model_size: str = "1.5x", out_stages: tuple[int, ...] = (2, 3, 4),
                  activation: str = "ReLU", with_last_conv: bool = False):

@@ -136,6 +136,7 @@ class TAN(Neck):
         "activation": ACTIVATION,
     }
     WEIGHTS_HINT = "TAN (fpn.transformer.encoders + fpn.pos_embed)"
+    WEIGHTS_PREFIX = "fpn.transformer.encoders."
     # for heads.infer to add to the notes of an inferred TAN
     INFERENCE_NOTES: ClassVar[tuple[str, ...]] = (
         (f"TAN num_heads is not stored in the weights: assumed {ASSUMED_NUM_HEADS} "

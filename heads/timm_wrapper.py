@@ -143,6 +143,7 @@ class TIMMWrapper(Backbone):
         "output_stride": _output_stride,
     }
     WEIGHTS_HINT = "timm ConvNeXt backbone keys (backbone.timm.stem_0)"
+    WEIGHTS_PREFIX = "backbone.timm.stem_0."
 
     def __init__(self, *, model_name: str, in_channels: int = 3,
                  out_stages: tuple[int, ...] = (0, 1, 2, 3)):

@@ -29,6 +29,7 @@ class ToyBackbone(Backbone):
     CONFIG_KEYS: ClassVar[Schema] = {"width": integer(1, 64), "out_stages": integers(2, 4),
                                      "activation": ACTIVATION}
     WEIGHTS_HINT = "ToyBackbone keys (backbone.toy_stem)"
+    WEIGHTS_PREFIX = "backbone.toy_stem."
 
     def __init__(self, width: int = 8, out_stages: tuple[int, ...] = (2, 3, 4),
                  activation: str = "ReLU"):
@@ -101,14 +102,21 @@ def test_a_registered_toy_backbone_is_built_from_config_and_inferred(restored_re
     assert inferred.architecture() == spec.architecture()
 
 
-def test_weights_of_no_registered_backbone_are_refused_naming_each(restored_registries):
+def test_weights_of_no_registered_backbone_name_each_and_the_closest(restored_registries):
     registry.register_backbone(ToyBackbone)
+    near_toy = {"backbone.toy_stem.0.weight": torch.zeros(1), "fpn.x": torch.zeros(1)}
     with pytest.raises(UnknownArchitecture) as refused:
-        infer_spec({"fpn.lateral_convs.0.conv.weight": torch.zeros(1, 1, 1, 1)})
+        infer_spec(near_toy)
     message = str(refused.value)
-    assert message.startswith("no ShuffleNetV2 backbone keys (backbone.stage2.0.branch1.*) or ")
-    assert message.endswith(" or ToyBackbone keys (backbone.toy_stem)")
-    assert all(c.WEIGHTS_HINT in message for c in registry.BACKBONES.values())
+    assert message.startswith("backbone weights match no known backbone (ShuffleNetV2, ")
+    assert all(kind in message for kind in registry.BACKBONES)
+    assert message.endswith("closest: ToyBackbone, whose keys start backbone.toy_stem.*, but "
+                            "the first key that differs is backbone.toy_stem.0.weight")
+    with pytest.raises(UnknownArchitecture, match="the first key, backbone.features.0.weight, "
+                       "looks like none of theirs"):
+        infer_spec({"backbone.features.0.weight": torch.zeros(1)})
+    with pytest.raises(UnknownArchitecture, match=r"^no backbone weights \(no key starts"):
+        infer_spec({"fpn.lateral_convs.0.conv.weight": torch.zeros(1, 1, 1, 1)})
 
 
 def minimal_config(neck: str, head: str) -> dict:
