@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,9 +18,15 @@ import cv2
 import numpy as np
 
 from parity.detection_stats import BANDS, band_of
+from parity.gate import evaluate
 from parity.images import LazyFrames, PhotoFile, in_memory
 from parity.report_types import (
+    Band,
     BandValues,
+    Check,
+    DetectionRow,
+    Gate,
+    Pair,
     Record,
     Report,
     ShapeMismatchFigures,
@@ -31,6 +37,7 @@ from parity.report_types import (
     TensorFigures,
 )
 from parity.stage_registry import DEVICE_INPUT, JSON_LINES
+from parity.summary import summarize
 from parity.tolerance_types import DetectionLimits
 
 MAX_WIDTH = 640
@@ -45,6 +52,10 @@ METRICS = (("iou", "1 − IoU", -6, 0, "min_iou", lambda v: 1.0 - v),
            ("score_diff", "|Δ score|", -6, 0, "max_score_diff", lambda v: v),
            ("edge_px", "max edge error, px", -4, 3, "max_edge_px", lambda v: v))
 BINS_PER_DECADE = 2
+GAP_SLOTS = 2.0  # the ≈0 bin, then a bin's width of space before the first decade
+CHART_W, CHART_H = 270, 118
+TICK_FONT = 9  # px, as .hist .hx in CSS
+LABEL_GAP = 4  # px at least between two tick labels
 
 # Check name -> stage-table column it is shown in (tensor and input checks by prefix).
 CHECK_COLUMNS = {"errors": "errors", "detections.matched_fraction": "matched",
@@ -165,14 +176,15 @@ def header_html(report: Report) -> str:
 
 # ----------------------------------------------------------------------------- stage table
 
-def _failing_columns(report: Report) -> set[tuple[str, str]]:
-    """(stage, stage-table column) of every failing check."""
-    failing = set()
-    for check in report.gate.checks:
-        if not check.passed:
-            column = CHECK_COLUMNS.get(check.check) or check.check.split(".")[0]
-            failing.add((check.stage, column))
-    return failing
+def failing_columns(gate: Gate) -> set[tuple[str, str]]:
+    """(stage, table column) of every failing check of a gate (a run's or one image's)."""
+    return {(check.stage, CHECK_COLUMNS.get(check.check) or check.check.split(".")[0])
+            for check in gate.checks if not check.passed}
+
+
+def check_text(check: Check) -> str:
+    """`stage: check = value (limit L)`."""
+    return f"{check.stage}: {check.check} = {fmt(check.value)} (limit {fmt(check.limit)})"
 
 
 def _worst_tensor(tensors: dict[str, TensorFigures | ShapeMismatchFigures]) -> tuple[str, str]:
@@ -225,7 +237,7 @@ def stage_row(report: Report, index: int, stage: StageRow,
 
 def stage_table(report: Report) -> str:
     """The terminal summary's table, and every failing check with its limit."""
-    failing = _failing_columns(report)
+    failing = failing_columns(report.gate)
     reference = next((s.name for s in report.stages if s.reference), None)
     head = ("stage", "layout", "status", "errors", "matched ≥0.4", "extra ≥0.4", "min IoU",
             "max |Δscore|", "max edge px", "AP50", "max |Δtensor| (blob)", "vs", "inputs")
@@ -266,38 +278,84 @@ def log_bins(values: list[Any], low: int, high: int) -> list[int]:
     return bins
 
 
+class Axis(NamedTuple):
+    """Horizontal layout of a log-binned chart: the ≈0 bin, a gap, then two bins a decade."""
+
+    left: float
+    slot: float
+    low: int
+
+    def bin_x(self, index: int) -> float:
+        """Left edge of bin `index` (0: the ≈0 bin)."""
+        return self.left + (0 if index == 0 else GAP_SLOTS + index - 1) * self.slot
+
+    def decade_x(self, decade: float) -> float:
+        """Where 10**decade lies (fractional decades for a limit)."""
+        return self.left + (GAP_SLOTS + (decade - self.low) * BINS_PER_DECADE) * self.slot
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def decade_label(decade: int) -> str:
+    """10**decade as a short label: 0.01 to 1000 as decimals, otherwise 10⁻⁶."""
+    if -2 <= decade <= 3:
+        return f"{10.0 ** decade:g}"
+    return "10" + str(decade).translate(SUPERSCRIPT)
+
+
+def text_width(text: str, font: float = TICK_FONT) -> float:
+    """A generous estimate of a sans-serif label's width in px."""
+    return len(text) * font * 0.62
+
+
+def tick_labels(axis: Axis, high: int, width: float) -> list[tuple[float, str]]:
+    """(centre x, text) of the ≈0 label and of the decade labels that fit: none crosses
+    the chart's edges, and a label closer than LABEL_GAP px to the previous one is left out."""
+    candidates = [(axis.left + axis.slot / 2, "≈0")]
+    candidates += [(axis.decade_x(d), decade_label(d)) for d in range(axis.low, high + 1)]
+    placed: list[tuple[float, str]] = []
+    end = -math.inf
+    for x, text in candidates:
+        half = text_width(text) / 2
+        x = min(max(x, half + 1), width - half - 1)
+        if x - half >= end + LABEL_GAP:
+            placed.append((x, text))
+            end = x + half
+    return placed
+
+
 def histogram_svg(values: list[Any], title: str, low: int, high: int, limit: float | None,
                   colour: str) -> str:
     """A small bar chart of log-binned values; bins wholly beyond `limit` in red."""
-    width, height, top, bottom, left = 250, 112, 24, 16, 6
+    width, height, top, bottom, left, right = CHART_W, CHART_H, 24, 18, 8, 16
     bins = log_bins(values, low, high)
-    slot = (width - 2 * left) / (len(bins) + 0.5)
-    plot_h = height - top - bottom
+    axis = Axis(left, (width - left - right) / (GAP_SLOTS + len(bins) - 1), low)
+    slot, plot_h, base = axis.slot, height - top - bottom, height - bottom
     peak = max(bins) or 1
-    parts = [f'<text x="{left}" y="10" class="ht">{esc(title)}</text>']
+    parts = [f'<text x="{left}" y="11" class="ht">{esc(title)}</text>']
     for i, n in enumerate(bins):
-        x = left + (i + (0.5 if i else 0)) * slot
+        x = axis.bin_x(i)
         lower = 0.0 if i == 0 else 10.0 ** (low + (i - 1) / BINS_PER_DECADE)
         fill = "#d62728" if limit is not None and i and lower >= limit else colour
         h = plot_h * n / peak
         if n:
-            parts.append(f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{slot - 2:.1f}"'
+            parts.append(f'<rect x="{x + 1:.1f}" y="{base - h:.1f}" width="{slot - 2:.1f}"'
                          f' height="{h:.1f}" fill="{fill}"><title>{n}</title></rect>'
-                         f'<text x="{x + slot / 2:.1f}" y="{top + plot_h - h - 2:.1f}" '
+                         f'<text x="{x + slot / 2:.1f}" y="{base - h - 2:.1f}" '
                          f'class="hn">{n}</text>')
     for decade in range(low, high + 1):
-        x = left + (1.5 + (decade - low) * BINS_PER_DECADE) * slot
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + plot_h}" '
-                     f'y2="{top + plot_h + 3}" class="tick"/><text x="{x:.1f}" '
-                     f'y="{height - 3}" class="hx">{"1" if decade == 0 else f"1e{decade}"}</text>')
-    parts.append(f'<text x="{left + slot / 2:.1f}" y="{height - 3}" class="hx">≈0</text>')
+        x = axis.decade_x(decade)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 3}" '
+                     f'class="tick"/>')
+    parts += [f'<text x="{x:.1f}" y="{height - 4}" class="hx">{text}</text>'
+              for x, text in tick_labels(axis, high, width)]
     if limit is not None and limit > 0:
-        where = min(max(math.log10(limit), low), high)
-        x = left + (1.5 + (where - low) * BINS_PER_DECADE) * slot
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 2}" y2="{top + plot_h}" '
+        x = axis.decade_x(min(max(math.log10(limit), low), high))
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 2}" y2="{base}" '
                      f'class="limit"><title>limit {fmt(limit)}</title></line>')
-    parts.append(f'<line x1="{left}" x2="{width - left}" y1="{top + plot_h}" '
-                 f'y2="{top + plot_h}" class="axis"/>')
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" '
+                 f'class="axis"/>')
     if not values:
         parts.append(f'<text x="{width / 2}" y="{top + plot_h / 2}" class="empty">no matched '
                      f'pairs</text>')
@@ -340,11 +398,24 @@ def histograms(report: Report) -> str:
 
 # ----------------------------------------------------------------------------- images
 
-def _box(row: list[Any]) -> tuple[float, float, float, float]:
+def class_name(label: Any, names: Sequence[str]) -> str:
+    """The class name of a detection's label, or `class N` when the names lack it."""
+    index = int(label)
+    return names[index] if 0 <= index < len(names) else f"class {index}"
+
+
+def report_class_names(report: Report, given: Sequence[str] | None) -> Sequence[str]:
+    """`given`, else the report's own (model_folder.class_names, when the schema has it)."""
+    if given is not None:
+        return given
+    return getattr(report.model_folder, "class_names", None) or ()
+
+
+def _box(row: DetectionRow) -> tuple[float, float, float, float]:
     return float(row[0]), float(row[1]), float(row[2]), float(row[3])
 
 
-def _rect(row: list[Any], cls: str, tip: str = "") -> str:
+def _rect(row: DetectionRow, cls: str, tip: str = "") -> str:
     """A box in frame pixels, with a hover tip."""
     x1, y1, x2, y2 = _box(row)
     shape = (f'<rect class="{cls}" x="{x1:.1f}" y="{y1:.1f}" width="{max(x2 - x1, 0):.1f}" '
@@ -352,8 +423,9 @@ def _rect(row: list[Any], cls: str, tip: str = "") -> str:
     return f"{shape}><title>{esc(tip)}</title></rect>" if tip else f"{shape}/>"
 
 
-def _tip(who: str, index: int, row: list[Any]) -> str:
-    return f"{who} #{index}: label {int(row[5])} score {float(row[4]):.3f}"
+def _tip(who: str, index: int, row: DetectionRow, names: Sequence[str]) -> str:
+    return (f"{who} #{index}: {class_name(row[5], names)} (label {int(row[5])}) "
+            f"score {float(row[4]):.3f}")
 
 
 def _tag(x: float, y: float, text: str, font: float, bounds: tuple[int, int], cls: str) -> str:
@@ -366,7 +438,8 @@ def _tag(x: float, y: float, text: str, font: float, bounds: tuple[int, int], cl
             f'y="{y + font:.1f}" font-size="{font:.1f}" class="tagtx">{esc(text)}</text></g>')
 
 
-def stage_overlay(record: Record, slot: Slot, font: float) -> tuple[str, str]:
+def stage_overlay(record: Record, slot: Slot, font: float,
+                  names: Sequence[str]) -> tuple[str, str]:
     """(boxes, missing/extra markers) of one stage, all in class s{index}."""
     index, name, colour = slot
     entry = record.stages.get(name)
@@ -374,30 +447,32 @@ def stage_overlay(record: Record, slot: Slot, font: float) -> tuple[str, str]:
         return "", ""
     reference, detections = record.reference or [], entry.detections
     size = record.frame_size
-    boxes = "".join(_rect(row, f"b-{band_of(float(row[4]))}", _tip(name, j, row))
+    boxes = "".join(_rect(row, f"b-{band_of(float(row[4]))}", _tip(name, j, row, names))
                     for j, row in enumerate(detections))
     marks = []
     for i in entry.match.missing:
         row = reference[i]
         band = band_of(float(row[4]))
         x1, y1, _, _ = _box(row)
-        marks.append(_rect(row, f"miss b-{band}", "missing in " + _tip(name, i, row))
-                     + _tag(x1, y1 + index * font * 1.35, f"✕ missing {name}", font,
-                            size, f"b-{band}"))
+        marks.append(_rect(row, f"miss b-{band}", "missing in " + _tip(name, i, row, names))
+                     + _tag(x1, y1 + index * font * 1.35,
+                            f"✕ missing {name}: {class_name(row[5], names)}", font, size,
+                            f"b-{band}"))
     for j in entry.match.extra:
         row = detections[j]
         band = band_of(float(row[4]))
         x1, _, _, y2 = _box(row)
-        marks.append(_rect(row, f"extra b-{band}", "extra " + _tip(name, j, row))
-                     + _tag(x1, y2 - (index + 1) * font * 1.35, f"+ extra {name}", font,
-                            size, f"b-{band}"))
+        marks.append(_rect(row, f"extra b-{band}", "extra " + _tip(name, j, row, names))
+                     + _tag(x1, y2 - (index + 1) * font * 1.35,
+                            f"+ extra {name}: {class_name(row[5], names)}", font, size,
+                            f"b-{band}"))
     style = f'style="color:{colour}"'
     return (f'<g class="st s{index}" {style}>{boxes}</g>',
             f'<g class="mk s{index}" {style}>{"".join(marks)}</g>')
 
 
-def frame_svg(record: Record, frame: np.ndarray | None,
-              slots: list[Slot]) -> str:
+def frame_svg(record: Record, frame: np.ndarray | None, slots: list[Slot],
+              names: Sequence[str] = ()) -> str:
     """The frame with reference (dashed) and per-stage boxes, in frame pixels."""
     w, h = record.frame_size
     font = 12.0 * w / min(w, MAX_WIDTH)
@@ -408,96 +483,161 @@ def frame_svg(record: Record, frame: np.ndarray | None,
         canvas = (f'<rect width="{w}" height="{h}" fill="#3a3a3a"/><text x="{w / 2}" '
                   f'y="{h / 2}" class="noimg" font-size="{font * 1.5:.1f}">image not found'
                   f'</text>')
-    layers = [stage_overlay(record, slot, font) for slot in slots]
-    reference = "".join(f'<g class="b-{band_of(float(row[4]))}">'
-                        + _rect(row, "u") + _rect(row, "d", _tip("reference", i, row))
-                        + "</g>" for i, row in enumerate(record.reference or []))
+    layers = [stage_overlay(record, slot, font, names) for slot in slots]
+    reference = "".join(f'<g class="b-{band_of(float(row[4]))}">' + _rect(row, "u")
+                        + _rect(row, "d", _tip("reference", i, row, names)) + "</g>"
+                        for i, row in enumerate(record.reference or []))
     return (f'<svg class="frame" viewBox="0 0 {w} {h}" width="{min(w, MAX_WIDTH)}" '
             f'role="img" aria-label="{esc(record.image)}">{canvas}'
             + "".join(boxes for boxes, _ in layers) + f'<g class="ref">{reference}</g>'
             + "".join(marks for _, marks in layers) + "</svg>")
 
 
-def _listing(rows: list[list[Any]], indices: list[int], who: str) -> str:
-    """Short list of detections, firmware band first and in bold."""
+def _listing(rows: list[DetectionRow], indices: list[int], who: str,
+             names: Sequence[str]) -> str:
+    """Short list of detections (class, score), firmware band first and in bold."""
     ordered = sorted(indices, key=lambda k: -float(rows[k][4]))
     items = [f'<span class="{"fw" if float(rows[k][4]) >= FIRMWARE_MIN else "lo"}">'
-             f'{who}#{k} L{int(rows[k][5])} {float(rows[k][4]):.2f}</span>'
+             f'{who}#{k} {esc(class_name(rows[k][5], names))} {float(rows[k][4]):.2f}</span>'
              for k in ordered[:LIST_LIMIT]]
     if len(ordered) > LIST_LIMIT:
         items.append(f"… +{len(ordered) - LIST_LIMIT}")
     return " ".join(items)
 
 
-def image_counts(record: Record, name: str) -> dict[str, Any]:
-    """Firmware-band figures of one stage on one image."""
+class ImageVerdict(NamedTuple):
+    """One image's figures per stage (as if the run held only it) and the gate on them."""
+
+    figures: dict[str, StageFigures]
+    gate: Gate
+
+    def failing(self, stage: str | None = None) -> list[Check]:
+        """Failing checks, of one stage or of all."""
+        return [c for c in self.gate.checks
+                if not c.passed and (stage is None or c.stage == stage)]
+
+
+def image_verdict(report: Report, record: Record) -> ImageVerdict:
+    """The gate's own checks and limits (parity.gate.evaluate) on one image's figures."""
+    figures = summarize([record], report.stages)
+    return ImageVerdict(figures, evaluate(figures, report.tolerances, report.stages))
+
+
+# A failing pair check -> how to find its worst firmware-band pair (smallest key first).
+WORST_PAIR = {"detections.min_iou": lambda p: p.iou,
+              "detections.max_score_diff": lambda p: -abs(p.score_diff),
+              "detections.max_edge_px": lambda p: -p.edge_px}
+
+
+def _pair_text(pair: Pair, record: Record, entry: StageResult, names: Sequence[str]) -> str:
+    ref, found = (record.reference or [])[pair.ref], entry.detections[pair.stage]
+    classes = class_name(ref[5], names)
+    if not pair.same_label:
+        classes += f" → {class_name(found[5], names)}"
+    return (f"ref#{pair.ref}→#{pair.stage} {classes}: score {float(ref[4]):.3f}→"
+            f"{float(found[4]):.3f}, IoU {float(pair.iou):.3f}, edge {float(pair.edge_px):.1f}px")
+
+
+def failing_pairs(record: Record, entry: StageResult, failing: list[Check]) -> list[Pair]:
+    """The firmware-band pairs behind failing pair checks: the worst pair of each, and
+    every pair that changed class when label changes fail."""
     reference = record.reference or []
-    entry = record.stages[name]
-    detections, match = entry.detections, entry.match
-    fw_pairs = [p for p in match.pairs if float(reference[p.ref][4]) >= FIRMWARE_MIN]
-    return {"shown": sum(float(r[4]) >= FIRMWARE_MIN for r in detections),
-            "all": len(detections),
-            "reference": sum(float(r[4]) >= FIRMWARE_MIN for r in reference),
-            "matched": len(fw_pairs),
-            "missing": sum(float(reference[i][4]) >= FIRMWARE_MIN for i in match.missing),
-            "extra": sum(float(detections[j][4]) >= FIRMWARE_MIN for j in match.extra),
-            "min_iou": min((p.iou for p in fw_pairs), default=None)}
+    pairs = [p for p in entry.match.pairs if float(reference[p.ref][4]) >= FIRMWARE_MIN]
+    chosen: list[Pair] = []
+    for check in failing:
+        if check.check in WORST_PAIR and pairs:
+            chosen.append(min(pairs, key=WORST_PAIR[check.check]))
+        elif check.check == "detections.label_changes":
+            chosen += [p for p in pairs if not p.same_label]
+    return list({(p.ref, p.stage): p for p in chosen}.values())
 
 
-def _issues(record: Record, entry: StageResult) -> str:
+def _issues(record: Record, entry: StageResult, failing: list[Check],
+            names: Sequence[str]) -> str:
+    """Failing checks with their worst pairs, then who is missing or extra."""
     match, parts = entry.match, []
+    if failing:
+        checks = "; ".join(f"{c.check} = {fmt(c.value)} (limit {fmt(c.limit)})"
+                           for c in failing)
+        parts.append(f'<div class="fails">fails {esc(checks)}</div>')
+    parts += [f'<div class="fw">pair {esc(_pair_text(pair, record, entry, names))}</div>'
+              for pair in failing_pairs(record, entry, failing)]
     if match.missing:
-        parts.append(f'<div>missing: {_listing(record.reference or [], match.missing, "ref")}'
-                     '</div>')
+        parts.append('<div>missing: '
+                     f'{_listing(record.reference or [], match.missing, "ref", names)}</div>')
     if match.extra:
-        parts.append(f'<div>extra: {_listing(entry.detections, match.extra, "")}</div>')
+        parts.append(f'<div>extra: {_listing(entry.detections, match.extra, "", names)}</div>')
     return "".join(parts)
 
 
-def image_table(record: Record, slots: list[Slot]) -> str:
-    """Per stage on one image: firmware-band matching, and who is missing or extra."""
+def _band_cells(band: Band, bad: set[str]) -> str:
+    """matched, min IoU, max |Δscore| and max edge cells; failing ones in red."""
+    paired = band.matched > 0
+    cells = [("matched", f"{band.matched}/{band.reference}"
+              + (f" +{band.extra} extra" if band.extra else "")),
+             ("min_iou", fmt(band.min_iou) if paired else ""),
+             ("score", fmt(band.max_score_diff) if paired else ""),
+             ("edge", fmt(band.max_edge_px, 3) if paired else "")]
+    return "".join(f'<td class="{"bad" if column in bad else ""}">{esc(text)}</td>'
+                   for column, text in cells)
+
+
+def image_table(record: Record, slots: list[Slot], verdict: ImageVerdict,
+                names: Sequence[str] = ()) -> str:
+    """Per stage on one image: the firmware-band figures the gate checks (failing ones in
+    red), failing checks with their worst pairs, and who is missing or extra."""
+    columns = failing_columns(verdict.gate)
     rows = []
     for _, name, colour in slots:
         entry = record.stages.get(name)
         if entry is None:
             continue
-        lead = f'<td><span class="sw" style="background:{colour}"></span>{esc(name)}</td>'
+        failing = verdict.failing(name)
+        lead = (f'<td class="{"bad" if failing else ""}"><span class="sw" style="background:'
+                f'{colour}"></span>{esc(name)}</td>')
         if isinstance(entry, StageFailed):
-            rows.append(f'<tr>{lead}<td colspan="4" class="bad">error: {esc(entry.error)}'
+            rows.append(f'<tr>{lead}<td colspan="6" class="bad">error: {esc(entry.error)}'
                         f'</td></tr>')
             continue
-        c = image_counts(record, name)
-        bad = "bad" if c["missing"] or c["extra"] else ""
-        extra = f' +{c["extra"]} extra' if c["extra"] else ""
-        min_iou = fmt(c["min_iou"]) if c["min_iou"] is not None else ""
-        rows.append(f'<tr>{lead}<td>{c["shown"]}/{c["all"]}</td>'
-                    f'<td class="{bad}">{c["matched"]}/{c["reference"]}{extra}</td>'
-                    f'<td>{esc(min_iou)}</td><td class="issues">{_issues(record, entry)}</td></tr>')
+        bad = {column for stage, column in columns if stage == name}
+        if bad & {"extra", "ap50"}:
+            bad.add("matched")
+        shown = sum(float(r[4]) >= FIRMWARE_MIN for r in entry.detections)
+        band = verdict.figures[name].detections.bands["firmware"]
+        rows.append(f'<tr>{lead}<td>{shown}/{len(entry.detections)}</td>'
+                    f'{_band_cells(band, bad)}'
+                    f'<td class="issues">{_issues(record, entry, failing, names)}</td></tr>')
     return ('<table class="per"><thead><tr><th>stage</th><th>dets ≥0.4/all</th>'
-            '<th>matched ≥0.4</th><th>min IoU</th><th>missing / extra (label, score)</th>'
+            '<th>matched ≥0.4</th><th>min IoU</th><th>max |Δscore|</th><th>max edge px</th>'
+            '<th>failing checks · missing / extra (class, score)</th>'
             f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def image_badge(record: Record, slots: list[Slot]) -> str:
-    """Missing/extra summed over the compared stages of one image, firmware band apart."""
-    missing = extra = errors = below = 0
+def image_badge(record: Record, slots: list[Slot], verdict: ImageVerdict) -> str:
+    """FAIL (naming the stages) when the image's own figures fail a check of the gate;
+    firmware-band missing/extra detections as a warning; lower-band ones dimmed."""
+    failing = verdict.failing()
+    missing = extra = below = 0
     for _, name, _ in slots[1:]:
         entry = record.stages.get(name)
-        if isinstance(entry, StageFailed):
-            errors += 1
-        elif isinstance(entry, StageResult):
-            c = image_counts(record, name)
-            missing, extra = missing + c["missing"], extra + c["extra"]
+        if isinstance(entry, StageResult):
+            band = verdict.figures[name].detections.bands["firmware"]
+            missing, extra = missing + band.missing, extra + band.extra
             below += len(entry.match.missing) + len(entry.match.extra) \
-                - c["missing"] - c["extra"]
-    parts = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra")) if n]
-    badge = f'<span class="badge warn">{esc(", ".join(parts))} ≥0.4</span>' if parts \
-        else '<span class="badge ok">ok ≥0.4</span>'
-    if errors:
-        badge += f' <span class="badge err">{errors} stage errors</span>'
+                - band.missing - band.extra
+    badges = []
+    if failing:
+        stages = ", ".join(dict.fromkeys(c.stage for c in failing))
+        tip = "\n".join(check_text(c) for c in failing)
+        badges.append(f'<span class="badge fail" title="{esc(tip)}">FAIL {esc(stages)}</span>')
+    counted = [f"{n} {what}" for n, what in ((missing, "missing"), (extra, "extra")) if n]
+    if counted:
+        badges.append(f'<span class="badge warn">{esc(", ".join(counted))} ≥0.4</span>')
+    if not badges:
+        badges.append('<span class="badge ok">ok</span>')
     if below:
-        badge += f' <span class="badge dim">{below} unmatched &lt;0.4</span>'
-    return badge
+        badges.append(f'<span class="badge dim">{below} unmatched &lt;0.4</span>')
+    return " ".join(badges)
 
 
 def json_lines_html(record: Record, stages: list[StageRow]) -> str:
@@ -540,27 +680,31 @@ def _from_size(record: Record) -> str:
     return f' <small>(camera frame of a {int(original[0])}x{int(original[1])} photo)</small>'
 
 
-def images_section(report: Report, frames: Frames) -> str:
+def images_section(report: Report, frames: Frames, names: Sequence[str] = ()) -> str:
     """Index with badges, the toggles and legend, then one card per image."""
     slots = ran_slots(report)
     if not slots:
         return '<section class="imgs"><h2>Images</h2><p>no stage ran</p></section>'
     inputs, labels = toggles(slots)
-    index, cards = [], []
+    index, cards, failed = [], [], 0
     for k, record in enumerate(report.records):
-        badge = image_badge(record, slots)
-        index.append(f'<li><a href="#img-{k}">{esc(record.image)}</a> {badge}</li>')
+        verdict = image_verdict(report, record)
+        failed += bool(verdict.failing())
+        badge = image_badge(record, slots, verdict)
+        index.append(f'<li id="idx-{k}"><a href="#img-{k}">{esc(record.image)}</a> {badge}</li>')
         frame = frames.get(record.image)
         found = "" if frame is not None else ' <span class="badge warn">image not found</span>'
         cards.append(f'<article id="img-{k}"><h3>{esc(record.image)}{_from_size(record)} '
-                     f'{badge}{found}</h3>'
-                     f'<div class="card"><div class="pic">{frame_svg(record, frame, slots)}'
-                     f'</div><div class="side">{image_table(record, slots)}'
+                     f'{badge}{found}</h3><div class="card"><div class="pic">'
+                     f'{frame_svg(record, frame, slots, names)}</div><div class="side">'
+                     f'{image_table(record, slots, verdict, names)}'
                      f'{json_lines_html(record, report.stages)}</div></div></article>')
-    return (f'<section class="imgs"><h2>Images</h2><ul class="index">{"".join(index)}</ul>'
+    tally = f"{failed} of {len(report.records)} images fail a check on their own figures"
+    return (f'<section class="imgs"><h2>Images <small>{tally}</small></h2>'
+            f'<ul class="index">{"".join(index)}</ul>'
             f'{inputs}<div class="legend">show: {labels}<span class="key">dashed white = '
             f'reference · thick dotted = missing in that stage · thick filled = extra · hover a '
-            f'box for label and score</span></div><div class="frames">{"".join(cards)}</div>'
+            f'box for class and score</span></div><div class="frames">{"".join(cards)}</div>'
             f'</section>')
 
 
@@ -576,6 +720,7 @@ def page_css(stage_count: int) -> str:
               f"#hb-{band}:checked~.hists .h-{band}{{display:flex}}"
               f"#hb-{band}:checked~.seg label[for=hb-{band}]{{background:#333;color:#fff}}"
               for band in BANDS]
+    rules.append(f".hist .hx{{font-size:{TICK_FONT}px}}")
     rules.append("#t-ref:not(:checked)~.frames .ref{display:none}"
                  "#t-ref:not(:checked)~.legend label[for=t-ref]{opacity:.4;"
                  "text-decoration:line-through}")
@@ -615,13 +760,14 @@ border-bottom:1px solid #ddd}
 .hb{display:none;flex-wrap:wrap;gap:6px}
 .hist{background:#fff;border:1px solid #e3e3e3}
 .hist .ht{font-size:10px;fill:#333}.hist .hn{font-size:8px;fill:#333;text-anchor:middle}
-.hist .hx{font-size:8px;fill:#666;text-anchor:middle}.hist .axis,.hist .tick{stroke:#999}
+.hist .hx{fill:#555;text-anchor:middle}.hist .axis,.hist .tick{stroke:#999}
 .hist .limit{stroke:#d62728;stroke-width:1.5;stroke-dasharray:3 2}
 .hist .empty{font-size:10px;fill:#aaa;text-anchor:middle}
 .index{columns:3;font-size:13px;padding-left:18px}
 .badge{font-size:11px;font-weight:500;padding:0 6px;border-radius:8px;white-space:nowrap}
 .badge.ok{background:#e3f2e4;color:#2e7d32}.badge.warn{background:#fff0d6;color:#a35a00}
-.badge.dim{background:#eee;color:#777}.badge.err{background:#fde0e0;color:#a00}
+.badge.dim{background:#eee;color:#777}.badge.fail{background:#c62828;color:#fff;font-weight:700}
+h2 small{font-size:12px;font-weight:400;color:#666}.issues .fails{color:#a00;font-weight:600}
 .card{display:flex;gap:14px;flex-wrap:wrap;align-items:flex-start}
 .pic{flex:0 0 auto;max-width:640px}.side{flex:1 1 420px;min-width:0}
 svg.frame{display:block;max-width:100%;height:auto;background:#222}
@@ -645,21 +791,25 @@ footer{color:#999;font-size:11px;margin:30px 0 10px}
 """
 
 
-def render_html(report: Report, frames: Frames) -> str:
-    """The whole page as a string."""
+def render_html(report: Report, frames: Frames,
+                class_names: Sequence[str] | None = None) -> str:
+    """The whole page as a string; detections are named by `class_names` (else the
+    report's own, else `class N`)."""
+    names = report_class_names(report, class_names)
     title = f'parity {"PASS" if report.gate.passed else "FAIL"}: {report.checkpoint.file}'
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>{esc(title)}</title><style>{page_css(len(report.stages))}</style>'
             f'</head><body>{header_html(report)}{stage_table(report)}{histograms(report)}'
-            f'{images_section(report, frames)}<footer>{esc(report.schema)} v'
+            f'{images_section(report, frames, names)}<footer>{esc(report.schema)} v'
             f'{esc(report.schema_version)}</footer></body></html>\n')
 
 
-def write_html(report: Report, path: Path,
-               frames: Mapping[str, np.ndarray] | None) -> None:
+def write_html(report: Report, path: Path, frames: Mapping[str, np.ndarray] | None,
+               class_names: Sequence[str] | None = None) -> None:
     """Write the self-contained HTML report; frames are regenerated when None.
 
-    Frames are looked up one image at a time (a LazyFrames decodes each on demand)."""
+    Frames are looked up one image at a time (a LazyFrames decodes each on demand);
+    `class_names` (the model folder's) name the detections' labels."""
     found: Frames = frames if frames is not None else regenerate_frames(report)
-    Path(path).write_text(render_html(report, found), encoding="utf-8")
+    Path(path).write_text(render_html(report, found, class_names), encoding="utf-8")
