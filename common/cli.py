@@ -1,7 +1,11 @@
-"""What both command-line tools share: one-line errors, documented exit codes, signals.
+"""What both command-line tools share: one-line errors, documented exit codes, signals,
+`--version`.
 
 SIGTERM is handled like Ctrl-C (an exception, so `finally` blocks and clean-ups
 run): exit 130 after SIGINT, 143 after SIGTERM, with one line on stderr.
+
+Importing this module must stay light (click and the standard library): `--help`
+and `--version` of every command answer without loading torch, onnx or ncnn.
 """
 
 from __future__ import annotations
@@ -17,10 +21,15 @@ from typing import Any
 import click
 
 from common.errors import ToolError
+from common.versions import tool_versions
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# click >= 8.2 raises this for a group run without a command (its message is the help)
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+PACKAGE = "nanodet-unitv2"
+PROG_KEY = "nanodet_unitv2.prog"  # click context meta: the program name errors start with
 
 
 class Terminated(KeyboardInterrupt):
@@ -72,6 +81,13 @@ def deferred_signals() -> Iterator[None]:
             signal.raise_signal(received[0])
 
 
+def error_prog(default: str) -> str:
+    """The name error lines start with: `default`, or the umbrella command's name when
+    the command runs below it (`nanodet-unitv2 convert ...`)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(PROG_KEY, default) if ctx is not None else default
+
+
 def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Turn ToolError, Ctrl-C and SIGTERM into one line on stderr and the exit code."""
 
@@ -82,10 +98,10 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
             try:
                 return func(*args, **kwargs)
             except ToolError as exc:
-                click.echo(f"{prog}: error: {exc}", err=True)
+                click.echo(f"{error_prog(prog)}: error: {exc}", err=True)
                 sys.exit(exc.exit_code)
             except KeyboardInterrupt as exc:
-                line, code = interrupt_line(prog, exc)
+                line, code = interrupt_line(error_prog(prog), exc)
                 click.echo(line, err=True)
                 sys.exit(code)
             finally:
@@ -95,8 +111,36 @@ def one_line_errors(prog: str) -> Callable[[Callable[..., Any]], Callable[..., A
     return wrap
 
 
+def version_lines(prog: str) -> list[str]:
+    """`<prog> (nanodet-unitv2) X.Y.Z` and the installed versions of the key libraries.
+
+    Read from package metadata only: nothing is imported."""
+    versions = tool_versions()
+    head = f"{prog} {versions[PACKAGE]}" if prog == PACKAGE \
+        else f"{prog} ({PACKAGE}) {versions[PACKAGE]}"
+    libraries = ", ".join(f"{name} {version or 'not installed'}"
+                          for name, version in versions["libraries"].items())
+    return [head, libraries]
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo("\n".join(version_lines(ctx.info_name or PACKAGE)))
+    ctx.exit()
+
+
+def version_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--version` on a click command: print `version_lines` on stdout and exit 0."""
+    return click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_print_version,
+                        help="Print the versions of nanodet-unitv2 and its libraries.")(func)
+
+
 def usage_error_line(prog: str, exc: click.ClickException) -> str:
     """click's usage errors (bad option values, missing arguments) as one line."""
+    if isinstance(exc, NO_ARGS_IS_HELP) and exc.ctx is not None:  # a group run bare
+        return f"{prog}: error: missing command (`{exc.ctx.command_path} --help` lists them)"
     return f"{prog}: error: {exc.format_message()}"
 
 

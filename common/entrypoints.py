@@ -1,9 +1,11 @@
-"""Light entry points for `convert` and `parity` (console scripts and `python -m`).
+"""Light entry points for `convert`, `parity` and the umbrella `nanodet-unitv2`
+(console scripts and `python -m`).
 
-Importing a command pulls in torch, onnx and ncnn, which takes seconds; Ctrl-C
-or SIGTERM meanwhile ends with one line (`prog: interrupted`, exit 130, or
-`prog: terminated`, exit 143), never a traceback. Only the standard library is
-imported before the interrupt handling is in place.
+A command imports torch, onnx and ncnn when it runs (never for `--help` or
+`--version`), which takes seconds; Ctrl-C or SIGTERM meanwhile ends with one
+line (`prog: interrupted`, exit 130, or `prog: terminated`, exit 143), never a
+traceback. Only the standard library is imported before the interrupt handling
+is in place.
 
 ONNX Runtime's telemetry is switched off (ORT_DISABLE_TELEMETRY=1 unless the
 environment sets it): otherwise it writes `$TMPDIR/.ses` and a device id and
@@ -66,3 +68,8 @@ def convert() -> None:
 def parity() -> None:
     """The `parity` console script."""
     run_command("parity", "parity.cli")
+
+
+def nanodet_unitv2() -> None:
+    """The `nanodet-unitv2` console script: `nanodet-unitv2 convert|parity ...`."""
+    run_command("nanodet-unitv2", "common.umbrella")
