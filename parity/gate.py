@@ -10,8 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from parity.report_types import Check, Gate, StageFigures, StageRow, TensorFigures
+from parity.layouts import Layout
+from parity.report_types import (
+    Check,
+    Gate,
+    ShapeMismatchFigures,
+    StageFigures,
+    StageRow,
+    TensorFigures,
+)
 from parity.stage_registry import DEVICE_INPUT
+from parity.tensor_stats import ARGMAX_MIN_SCORE
 from parity.tolerance_types import (
     FRACTIONS,
     SECTION_TYPES,
@@ -21,8 +30,8 @@ from parity.tolerance_types import (
     check_tolerance_data,
 )
 
-__all__ = ["FRACTIONS", "PROFILES", "default_tolerances", "evaluate", "load_tolerances",
-           "read_tolerances", "stage_checks"]
+__all__ = ["FRACTIONS", "PROFILES", "compared_blobs", "default_tolerances", "evaluate",
+           "load_tolerances", "read_tolerances", "stage_check_limits", "stage_checks"]
 
 PROFILES = "profiles"  # [profiles.<name>]: the same keys again, applied with --profile <name>
 
@@ -122,6 +131,21 @@ def _at_most(stage: str, name: str, value: float, limit: float) -> Check:
     return Check(stage=stage, check=name, value=value, limit=limit, passed=value <= limit)
 
 
+def _skipped(stage: str, name: str, limit: float | str, reason: str) -> Check:
+    return Check(stage=stage, check=name, value=None, limit=limit, passed=True, skipped=reason)
+
+
+def _detection_limits(limits: Limits) -> list[tuple[str, float]]:
+    """(check, limit) of the detection checks, in gate order."""
+    det = limits.detections
+    return [("detections.matched_fraction", det.min_matched_fraction),
+            ("detections.extra", det.max_extra), ("detections.min_iou", det.min_iou),
+            ("detections.max_score_diff", det.max_score_diff),
+            ("detections.max_edge_px", det.max_edge_px),
+            ("detections.label_changes", det.max_label_changes),
+            ("detections.ap50", det.min_ap50)]
+
+
 def _detection_checks(stage: str, figures: StageFigures, limits: Limits) -> list[Check]:
     det = limits.detections
     band = figures.detections.bands["firmware"]
@@ -138,47 +162,129 @@ def _detection_checks(stage: str, figures: StageFigures, limits: Limits) -> list
     ]
 
 
-def _tensor_checks(stage: str, figures: StageFigures, limits: Limits) -> list[Check]:
-    ten, checks = limits.tensors, []
-    for blob, t in figures.tensors.items():
-        if not isinstance(t, TensorFigures):
-            checks.append(Check(stage=stage, check=f"tensors.{blob}.shape",
-                                value=t.shape_mismatch, limit="same shape", passed=False))
-            continue
-        checks += [_at_most(stage, f"tensors.{blob}.max_abs", t.max_abs, ten.max_abs),
-                   _at_least(stage, f"tensors.{blob}.cosine", t.cosine, ten.min_cosine)]
-        if t.argmax_agreement is not None:
-            checks.append(_at_least(stage, f"tensors.{blob}.argmax_agreement",
-                                    t.argmax_agreement, ten.min_argmax_agreement))
+def _blob_limits(row: StageRow, blob: str, position: int, limits: Limits
+                 ) -> list[tuple[str, float]]:
+    """(check, limit) of one blob's checks; argmax agreement for class blobs only."""
+    ten = limits.tensors
+    checks = [(f"tensors.{blob}.max_abs", ten.max_abs), (f"tensors.{blob}.cosine", ten.min_cosine)]
+    if Layout(row.layout).is_class_blob(position):
+        checks.append((f"tensors.{blob}.argmax_agreement", ten.min_argmax_agreement))
     return checks
 
 
-def stage_checks(row: StageRow, figures: StageFigures, tolerances: Tolerances) -> list[Check]:
-    """The checks of one stage of the stage table, from its summary figures."""
-    stage = row.name
-    checks = [_at_most(stage, "errors", figures.errors, 0)]
+def _blob_checks(stage: str, blob: str, t: TensorFigures | ShapeMismatchFigures,
+                 named: list[tuple[str, float]]) -> list[Check]:
+    """The checks of one compared blob: a shape mismatch fails each of them."""
+    if not isinstance(t, TensorFigures):
+        value = f"shape {t.shape_mismatch}"
+        return [Check(stage=stage, check=name, value=value, limit=limit, passed=False)
+                for name, limit in named]
+    checks = [_at_most(stage, named[0][0], t.max_abs, named[0][1]),
+              _at_least(stage, named[1][0], t.cosine, named[1][1])]
+    if len(named) > 2:
+        checks.append(_at_least(stage, named[2][0], t.argmax_agreement, named[2][1])
+                      if t.argmax_agreement is not None else
+                      _skipped(stage, named[2][0], named[2][1], "no cell of the earlier stage "
+                               f"scored >= {ARGMAX_MIN_SCORE} on any image"))
+    return checks
+
+
+def compared_blobs(summary: dict[str, StageFigures], stages: list[StageRow]
+                   ) -> dict[str, list[str]]:
+    """Per layout, the blobs any stage of that layout compared, in output order."""
+    blobs: dict[str, list[str]] = {}
+    for row in stages:
+        names = blobs.setdefault(row.layout, [])
+        for blob in summary[row.name].tensors if row.name in summary else ():
+            if blob not in names:
+                names.append(blob)
+    return blobs
+
+
+def _compares_tensors(row: StageRow, stages: list[StageRow]) -> bool:
+    """Whether the stage has an earlier stage of its own layout to compare tensors with."""
+    return any(s.name in row.compared_with and s.layout == row.layout for s in stages)
+
+
+def _input_limit(row: StageRow, limits: Limits) -> tuple[str, float]:
+    if DEVICE_INPUT in row.checks:
+        return "inputs.device_input_diff", limits.inputs.max_device_input_diff
+    return "inputs.identical_fraction", limits.inputs.min_identical_fraction
+
+
+def _why_not_computed(row: StageRow, figures: StageFigures | None) -> str | None:
+    """Why a stage's figures cannot be checked (None: they can)."""
+    if figures is None or not row.ran:
+        return f"stage skipped: {row.reason or 'not run'}"
+    if figures.errors >= figures.images:
+        return f"not computed: the stage failed on every image ({figures.errors})"
+    return None
+
+
+def stage_check_limits(row: StageRow, stages: list[StageRow], blobs: dict[str, list[str]],
+                       tolerances: Tolerances) -> list[tuple[str, float]]:
+    """(check, limit) of every check of a stage: fixed by its descriptor (the stage table),
+    the compared blobs of its layout and the tolerances, whatever the run did."""
+    checks: list[tuple[str, float]] = [("errors", 0)]
     if row.reference:
         return checks
+    limits = tolerances.limits(row.name)
+    checks += _detection_limits(limits)
+    if _compares_tensors(row, stages):
+        for position, blob in enumerate(blobs.get(row.layout, [])):
+            checks += _blob_limits(row, blob, position, limits)
+    return checks + [_input_limit(row, limits)]
+
+
+def stage_checks(row: StageRow, figures: StageFigures | None, tolerances: Tolerances,
+                 stages: list[StageRow] | None = None,
+                 blobs: dict[str, list[str]] | None = None) -> list[Check]:
+    """Every check of one stage of the stage table; those its figures (None: the stage did
+    not run) cannot answer are skipped with the reason."""
+    stages = stages if stages is not None else [row]
+    if blobs is None:
+        blobs = compared_blobs({row.name: figures} if figures else {}, stages)
+    named = stage_check_limits(row, stages, blobs, tolerances)
+    stage = row.name
+    if figures is None or not row.ran:
+        reason = _why_not_computed(row, None)
+        return [_skipped(stage, name, limit, reason) for name, limit in named]
+    checks = [_at_most(stage, "errors", figures.errors, 0)]
+    reason = _why_not_computed(row, figures)
+    if row.reference:
+        return checks
+    if reason is not None:
+        return checks + [_skipped(stage, name, limit, reason) for name, limit in named[1:]]
     limits = tolerances.limits(stage)
-    checks += _detection_checks(stage, figures, limits) + _tensor_checks(stage, figures, limits)
+    checks += _detection_checks(stage, figures, limits)
+    if _compares_tensors(row, stages):
+        for position, blob in enumerate(blobs.get(row.layout, [])):
+            in_blob = _blob_limits(row, blob, position, limits)
+            t = figures.tensors.get(blob)
+            checks += _blob_checks(stage, blob, t, in_blob) if t is not None else [
+                _skipped(stage, name, limit, "not compared: no earlier stage of its layout ("
+                         f"{', '.join(row.compared_with)}) ran on the same image")
+                for name, limit in in_blob]
+    return checks + [_input_check(row, figures, limits)]
+
+
+def _input_check(row: StageRow, figures: StageFigures, limits: Limits) -> Check:
+    name, limit = _input_limit(row, limits)
     if DEVICE_INPUT in row.checks:
-        checks.append(_at_most(stage, "inputs.device_input_diff",
-                               figures.input_max_diff if figures.input_max_diff is not None
-                               else 0.0, limits.inputs.max_device_input_diff))
-    else:
-        checks.append(_at_least(stage, "inputs.identical_fraction",
-                                figures.identical_input_fraction,
-                                limits.inputs.min_identical_fraction))
-    return checks
+        diff = figures.input_max_diff if figures.input_max_diff is not None else 0.0
+        return _at_most(row.name, name, diff, limit)
+    return _at_least(row.name, name, figures.identical_input_fraction, limit)
 
 
 def evaluate(summary: dict[str, StageFigures], tolerances: Tolerances,
              stages: list[StageRow]) -> Gate:
-    """All checks of the stages of the stage table that ran, the verdict, and the first
-    failing stage in the table's (pipeline) order."""
-    rows = [row for row in stages if row.name in summary]
-    checks = [c for row in rows for c in stage_checks(row, summary[row.name], tolerances)]
+    """Every check of every stage of the stage table (skipped where it cannot be computed,
+    e.g. a stage that did not run), the verdict, and the first failing stage in the
+    table's (pipeline) order."""
+    blobs = compared_blobs(summary, stages)
+    checks = [c for row in stages
+              for c in stage_checks(row, summary.get(row.name), tolerances, stages, blobs)]
     failing = {c.stage for c in checks if not c.passed}
-    in_order = [row.name for row in rows if row.name in failing]
+    in_order = [row.name for row in stages if row.name in failing]
     return Gate(passed=not failing, blamed_stage=in_order[0] if in_order else None,
                 failing_stages=in_order, checks=checks)

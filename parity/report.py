@@ -15,7 +15,6 @@ import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from rich.console import Console
 from rich.markup import escape
@@ -24,6 +23,7 @@ from rich.table import Table
 from common.errors import InputError
 from parity.gate import evaluate
 from parity.json_shape import ShapeError
+from parity.junit import write_junit
 from parity.model_folder import read_json_object
 from parity.report_codec import decode, encode
 from parity.report_types import (
@@ -34,11 +34,15 @@ from parity.report_types import (
     ModelFolderEntry,
     Record,
     Report,
+    StageFigures,
     StageRow,
     TensorFigures,
 )
 from parity.summary import summarize
 from parity.tolerance_types import Tolerances
+
+__all__ = ["build_report", "merge_reports", "plain_json", "print_summary", "read_report",
+           "write_json", "write_junit"]
 
 
 def plain_json(value: Any) -> Any:
@@ -161,28 +165,6 @@ def merge_reports(reports: list[tuple[Path, Report]]) -> Report:
     return build_report(header, first.stages, list(records.values()), first.tolerances)
 
 
-def write_junit(report: Report, path: Path) -> None:
-    """One testcase per stage and check; skipped stages as skipped testcases."""
-    suite = ET.Element("testsuite", name="nanodet-unitv2 parity")
-    failures = skipped = 0
-    for stage in report.stages:
-        if not stage.ran:
-            case = ET.SubElement(suite, "testcase", classname=f"parity.{stage.name}",
-                                 name="stage")
-            ET.SubElement(case, "skipped", message=stage.reason or "skipped")
-            skipped += 1
-    for check in report.gate.checks:
-        case = ET.SubElement(suite, "testcase", classname=f"parity.{check.stage}",
-                             name=check.check)
-        if not check.passed:
-            failures += 1
-            ET.SubElement(case, "failure", message=f"{check.value} (limit {check.limit})")
-    suite.set("tests", str(len(suite)))
-    suite.set("failures", str(failures))
-    suite.set("skipped", str(skipped))
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
@@ -204,7 +186,18 @@ def _stage_line(report: Report, stage: StageRow, failing: set[str]) -> list[str]
             figures.compared_with or ""]
 
 
+ERROR_LINE_LIMIT = 160  # characters of a stage's first error shown in the terminal
+
+
+def first_error_line(figures: StageFigures, limit: int = ERROR_LINE_LIMIT) -> str:
+    """The stage's first error (image: text) on one line, shortened to `limit` characters."""
+    text = " ".join((figures.first_error or "").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def print_summary(report: Report, console: Console) -> None:
+    """The stage table, skipped stages and photos, each crashed stage's first error, every
+    failed check and the verdict."""
     gate = report.gate
     failing = {c.stage for c in gate.checks if not c.passed}
     table = Table(title=f"parity: {report.images.count} images", title_justify="left")
@@ -222,8 +215,13 @@ def print_summary(report: Report, console: Console) -> None:
             console.print(f"[dim]{stage.name} skipped: {escape(str(stage.reason))}[/]")
     for name, reason in (report.images.skipped or {}).items():
         console.print(f"[yellow]image skipped[/] {escape(name)}: {escape(reason)}")
+    for stage in report.stages:
+        figures = report.summary.get(stage.name)
+        if figures is not None and figures.errors:
+            console.print(f"[red]ERROR[/] {stage.name} failed on {figures.errors} of "
+                          f"{figures.images} images: {escape(first_error_line(figures))}")
     for check in gate.checks:
-        if not check.passed:
+        if not check.passed and check.check != "errors":
             console.print(f"[red]FAIL[/] {check.stage}: {check.check} = "
                           f"{_fmt(check.value)} (limit {_fmt(check.limit)})")
     if report.blame:

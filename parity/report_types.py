@@ -290,16 +290,21 @@ class StageFigures:
 
 @dataclass(frozen=True, kw_only=True)
 class Check:
+    """One gate check; a check that could not be computed says why in `skipped` (its value
+    is null and it does not fail the gate)."""
+
     stage: str
     check: str
-    value: Figure | str
+    value: Figure | str | None
     limit: Figure | str
     passed: bool
+    skipped: str | None = field(default=None, metadata=ABSENT)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Gate:
-    """The verdict: every check, and the first failing stage in pipeline order."""
+    """The verdict: every check (the same names for a stage whatever happened), and the
+    first failing stage in pipeline order."""
 
     passed: bool
     blamed_stage: str | None
