@@ -3,6 +3,10 @@
 Exit codes: 0 done, 1 verification failed (folder written, marked failed in
 manifest.json), 2 bad input or a stage error, 130 interrupted (Ctrl-C), 143
 terminated (SIGTERM); see convert/outputs.py for what --force may replace.
+
+The result line goes to stdout, progress and the summary to stderr. Only click
+and rich are imported with this module: torch, onnx and ncnn load when the
+command runs, so `--help` and `--version` answer at once.
 """
 
 from __future__ import annotations
@@ -10,18 +14,17 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.cli import OneLineCommand, one_line_errors
-from convert.options import parse_input_size
-from convert.pipeline import ConvertResult, convert_checkpoint
-from heads.info import info_dict, info_lines
-from heads.loader import load_detector
-from parity.targets import TARGETS
+from common.cli import OneLineCommand, one_line_errors, version_option
+
+if TYPE_CHECKING:
+    from convert.pipeline import ConvertResult
 
 PATH = click.Path(path_type=Path)
 
@@ -40,9 +43,10 @@ PATH = click.Path(path_type=Path)
 @click.option("--input-size",
               help="Net input WxH, multiples of 32 [default: the target's, 320x256 for the "
                    "UnitV2, whose firmware feeds that].")
-@click.option("--target", type=click.Choice(list(TARGETS)), default="unitv2",
-              show_default=True, help="Where the model runs: its ncnn (lint rules), blob names "
-                                      "and model.json.")
+@click.option("--target", metavar="NAME", default="unitv2", show_default=True,
+              help="Where the model runs, a target registered in parity/targets/ (e.g. "
+                   "ncnn-latest; a wrong name lists them): its ncnn (lint rules), blob names "
+                   "and model.json.")
 @click.option("--fp16/--fp32", default=True, show_default=True,
               help="Store weights as fp16 (as pnnx does) or fp32.")
 @click.option("--stride64", type=click.Choice(["fold", "drop"]), default="fold",
@@ -52,6 +56,7 @@ PATH = click.Path(path_type=Path)
               help="Replace an output folder convert wrote (and, with --tar, the archive file).")
 @click.option("--no-verify", is_flag=True, help="Skip the quick parity check on real photos.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result line.")
+@version_option
 @one_line_errors("convert")
 def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: bool,
          as_json: bool, legacy_head: bool, output: Path | None, input_size: str | None,
@@ -64,12 +69,11 @@ def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: 
     143 terminated (SIGTERM). An interrupted or failed run leaves nothing behind.
     """
     if info:
-        loaded = load_detector(checkpoint, config, class_names)
-        if as_json:
-            click.echo(json.dumps(info_dict(loaded), indent=2))
-        else:
-            click.echo("\n".join(info_lines(loaded)))
+        print_info(checkpoint, config, class_names, as_json)
         return
+    from convert.options import parse_input_size
+    from convert.pipeline import convert_checkpoint
+
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     size = parse_input_size(input_size) if input_size is not None else None
     with console.status("converting ...") as status:
@@ -88,6 +92,19 @@ def main(checkpoint: Path, config: Path | None, class_names: Path | None, info: 
     verdict = {0: "written", 1: "written, VERIFICATION FAILED"}[result.exit_code]
     click.echo(f"{result.folder} {verdict}")
     sys.exit(result.exit_code)
+
+
+def print_info(checkpoint: Path, config: Path | None, class_names: Path | None,
+               as_json: bool) -> None:
+    """--info: what was found in or inferred from the checkpoint, on stdout."""
+    from heads.info import info_dict, info_lines
+    from heads.loader import load_detector
+
+    loaded = load_detector(checkpoint, config, class_names)
+    if as_json:
+        click.echo(json.dumps(info_dict(loaded), indent=2))
+    else:
+        click.echo("\n".join(info_lines(loaded)))
 
 
 def print_summary(console: Console, result: ConvertResult) -> None:

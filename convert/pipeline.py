@@ -23,7 +23,7 @@ from typing import Any
 from common.errors import EXIT_CHECK_FAILED, EXIT_OK, StageError
 from common.threads import limit_threads
 from common.versions import tool_versions
-from convert.clock import StageClock
+from convert.clock import STAGES, StageClock
 from convert.graph import export_graph, lint_graph
 from convert.options import ConvertOptions
 from convert.outputs import OutputPlan, Staging, plan_output, staged_output
@@ -68,12 +68,18 @@ def build_folder(folder: Path, loaded: LoadedModel, export: ExportPlan, options:
     return manifest
 
 
-def verdict(loaded: LoadedModel, export: ExportPlan, folder: Path,
-            options: ConvertOptions) -> Verification:
+def verdict(loaded: LoadedModel, export: ExportPlan, folder: Path, options: ConvertOptions,
+            progress: Callable[[int, int], None] | None = None) -> Verification:
     """Stage verify: a parity check (profile verify) of the written `folder` on the photos."""
     config = Path(options.config) if options.config is not None else None
     return verify_folder(loaded, folder, options.frames or default_frames(),
-                         options.input_size, export.layout, config)
+                         options.input_size, export.layout, config, progress)
+
+
+def photos_done(report: Report) -> Callable[[int, int], None]:
+    """verify's progress as `report` lines '[8/8] verify <done>/<total> photos ...'."""
+    number = f"[{STAGES.index('verify') + 1}/{len(STAGES)}]"
+    return lambda done, total: report(f"{number} verify {done}/{total} photos ...")
 
 
 def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
@@ -113,7 +119,8 @@ def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
         verification = None
         if options.verify:
             with clock.stage("verify"):
-                verification = verdict(loaded, export, folder, options)
+                verification = verdict(loaded, export, folder, options,
+                                       photos_done(clock.report))
         manifest = _final_manifest(folder, manifest, verification, clock.timings)
         _publish(staging, destination)
     return ConvertResult(destination.folder, manifest, verification, export.rewrite,

@@ -1,6 +1,6 @@
 """convert's verification: a parity check of the staging folder, plus the rewrite's figures.
 
-The verdict is parity's (`parity.folder_check.check_folder` with the `verify`
+The verdict is parity's (`parity.folder_check.check_photos` with the `verify`
 profile of parity/data/tolerances.toml): the checkpoint's own head and decode
 against the folder's ncnn model, decoded as its consumer decodes it, on the
 bundled photos as camera frames. Only the `ncnn` stage runs beside the
@@ -13,7 +13,7 @@ rewrite's residuals (clamped edges, cells competing with a folded prediction).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from heads.loader import LoadedModel
 from heads.plus_to_legacy import rewrite_residuals
 from parity.detect import native_detections
 from parity.detection_stats import BANDS
-from parity.folder_check import FolderCheck, check_folder
+from parity.folder_check import IN_MEMORY_SOURCE, FolderCheck, check_photos
+from parity.gate import read_tolerances
 from parity.images import UnusableImage, in_memory
 from parity.match import match_detections
 from parity.preprocess import frame_to_tensor
@@ -138,11 +139,14 @@ def _shown(row: Sequence[float]) -> bool:
 
 
 def verify_folder(loaded: LoadedModel, folder: Path, frames: list[tuple[str, np.ndarray]],
-                  input_size: tuple[int, int], layout: str,
-                  config: Path | None = None) -> Verification:
-    """Check `folder` (manifest.json written) against the checkpoint `loaded` came from."""
-    check = check_folder(loaded.checkpoint.path, folder, frames, config=config,
-                         profile=PROFILE, only={STAGE})
+                  input_size: tuple[int, int], layout: str, config: Path | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Verification:
+    """Check `folder` (manifest.json written) against the checkpoint `loaded` came from.
+
+    `progress(done, total)` is called as each photo is checked."""
+    check = check_photos(loaded.checkpoint.path, folder, in_memory(frames), IN_MEMORY_SOURCE,
+                         config=config, tolerances=read_tolerances(None, PROFILE),
+                         only={STAGE}, progress=progress)
     figures = rewrite_figures(loaded, frames, input_size, layout)
     return Verification(check, list(loaded.spec.class_names), figures)
 

@@ -1,6 +1,11 @@
 """`parity`: identical inputs through every stage; detection and tensor diffs; release gate.
 
 Exit codes: 0 pass, 1 parity failure, 2 usage or input error.
+
+stdout gets what a script needs: one `json: PATH` / `junit: PATH` / `html: PATH`
+line per report written, then the verdict line; the progress bar and the table
+go to stderr. Only click and rich are imported with this module: torch, onnx
+and ncnn load when a command runs, so `--help` and `--version` answer at once.
 """
 
 from __future__ import annotations
@@ -8,37 +13,28 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.cli import OneLineGroup, one_line_errors
+from common.cli import OneLineGroup, one_line_errors, version_option
 from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError
 from heads.untrusted import open_regular
-from parity.check import CheckInputs, run_records
-from parity.folder_check import report_of_run
-from parity.gate import read_tolerances
-from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
-from parity.model_folder import ModelFolder, read_model_folder
-from parity.report import (
-    merge_reports,
-    plain_json,
-    print_summary,
-    read_report,
-    write_json,
-    write_junit,
-)
 from parity.report_files import check_report_paths, write_atomically
-from parity.report_types import Report
-from parity.synthetic import default_frames
+
+if TYPE_CHECKING:
+    from parity.check import CheckInputs, CheckRun
+    from parity.images import LazyFrames, Photo
+    from parity.model_folder import ModelFolder
+    from parity.report_types import Report
 
 PATH = click.Path(path_type=Path)
 
 
 @click.group("parity", cls=OneLineGroup,
              context_settings={"help_option_names": ["-h", "--help"]})
+@version_option
 def main() -> None:
     """Parity of a converted NanoDet model folder with its checkpoint, stage by stage.
 
@@ -62,6 +58,8 @@ def folder_photos(folder: Path, strict: bool) -> list[Photo]:
     """The photos of an --images folder; with `strict`, any unusable one is an error.
 
     Only headers are read here; each photo is decoded when its turn comes."""
+    from parity.images import IMAGE_SUFFIXES, UnusableImage, photos_in
+
     if not folder.is_dir():
         raise InputError(folder, "no such image folder")
     try:
@@ -90,17 +88,46 @@ def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Pho
     return chosen
 
 
-def _outputs(report: Report, json_path: Path | None, junit: Path | None,
-             html: Path | None, frames: LazyFrames | None, console: Console) -> int:
+def write_reports(report: Report, json_path: Path | None, junit: Path | None,
+                  html: Path | None, frames: LazyFrames | None) -> list[tuple[str, Path]]:
+    """Write the requested report files; (kind, path) of each, in the order written."""
+    from parity.report import write_json, write_junit
+
+    written: list[tuple[str, Path]] = []
     if json_path:
         write_atomically(json_path, lambda path: write_json(report, path))
+        written.append(("json", json_path))
     if junit:
         write_atomically(junit, lambda path: write_junit(report, path))
+        written.append(("junit", junit))
     if html:
         from parity.html_report import write_html
 
         write_atomically(html, lambda path: write_html(report, path, frames))
+        written.append(("html", html))
+    return written
+
+
+def verdict_line(report: Report) -> str:
+    """The verdict in one line: pass, or the first failing stage and how many checks failed."""
+    gate = report.gate
+    checks = f"{len(gate.checks)} checks on {report.images.count} images"
+    if gate.passed:
+        return f"parity: PASS ({checks})"
+    failed = sum(not check.passed for check in gate.checks)
+    return f"parity: FAIL, first failing stage: {gate.blamed_stage} ({failed} of {checks} failed)"
+
+
+def _outputs(report: Report, json_path: Path | None, junit: Path | None,
+             html: Path | None, frames: LazyFrames | None, console: Console) -> int:
+    """Reports written, the table on stderr; on stdout their paths, then the verdict."""
+    from parity.report import print_summary
+
+    written = write_reports(report, json_path, junit, html, frames)
     print_summary(report, console)
+    for kind, path in written:
+        click.echo(f"{kind}: {path}")
+    click.echo(verdict_line(report))
     return EXIT_OK if report.gate.passed else EXIT_CHECK_FAILED
 
 
@@ -131,6 +158,13 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
           junit: Path | None, html: Path | None, workers: int, shard: str | None, blame: bool,
           strict: bool, quiet: bool) -> None:
     """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
+    from parity.check import CheckInputs
+    from parity.folder_check import report_of_run
+    from parity.gate import read_tolerances
+    from parity.images import LazyFrames
+    from parity.model_folder import read_model_folder
+    from parity.report import plain_json
+
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     limits = read_tolerances(tolerances, profile)
     shard_of = parse_shard(shard)
@@ -138,18 +172,10 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     folder = read_model_folder(model_dir)
     check_report_paths({"--json": json_path, "--junit": junit, "--html": html},
                        [p for p in (checkpoint, model_dir, config, tolerances, images) if p])
-    if images is not None:
-        photos, source = folder_photos(images, strict), str(images)
-    else:
-        photos = in_memory(default_frames(synthetic))
-        source = f"bundled+synthetic:{synthetic}"
+    photos, source = chosen_photos(images, synthetic, strict)
     photos = select_shard(photos, shard_of)
-    inputs = CheckInputs(checkpoint, model_dir, config)
-    with Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=True) as bar:
-        task = bar.add_task("images", total=len(photos))
-        run = run_records(inputs, photos, workers,
-                          lambda done, total: bar.update(task, completed=done))
+    run = run_with_progress(CheckInputs(checkpoint, model_dir, config), photos, workers,
+                            console, quiet)
     if strict and run.skipped:
         name, reason = next(iter(run.skipped.items()))
         raise InputError(images / name if images else name, f"{reason} (--strict)")
@@ -161,6 +187,38 @@ def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int
     if blame:
         report = replace(report, blame=plain_json(_blame(folder, frames[report.records[0].image])))
     sys.exit(_outputs(report, json_path, junit, html, frames, console))
+
+
+def chosen_photos(images: Path | None, synthetic: int, strict: bool
+                  ) -> tuple[list[Photo], str]:
+    """The photos to check and the report's `source`: an --images folder, or the bundled
+    photos plus `synthetic` seeded frames."""
+    from parity.images import in_memory
+    from parity.synthetic import default_frames
+
+    if images is not None:
+        return folder_photos(images, strict), str(images)
+    return in_memory(default_frames(synthetic)), f"bundled+synthetic:{synthetic}"
+
+
+def run_with_progress(inputs: CheckInputs, photos: list[Photo], workers: int,
+                      console: Console, quiet: bool) -> CheckRun:
+    """Every photo through every stage, with a done / total bar on stderr (none with -q)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from parity.check import run_records
+
+    with Progress(TextColumn("parity"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=True) as bar:
+        task = bar.add_task("images", total=len(photos))
+        return run_records(inputs, photos, workers,
+                           lambda done, total: bar.update(task, completed=done))
 
 
 def _blame(folder: ModelFolder, frame) -> dict[str, Any]:
@@ -187,8 +245,9 @@ def _blame(folder: ModelFolder, frame) -> dict[str, Any]:
 @one_line_errors("parity")
 def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None) -> None:
     """Join shard REPORTS into one report; gates like `check`."""
+    from parity.report import merge_reports, read_report
+
     console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
     check_report_paths({"-o": output, "--junit": junit, "--html": html}, reports)
     merged = merge_reports([(path, read_report(path)) for path in reports])
-    write_atomically(output, lambda path: write_json(merged, path))
-    sys.exit(_outputs(merged, None, junit, html, None, console))
+    sys.exit(_outputs(merged, output, junit, html, None, console))
