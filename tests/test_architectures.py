@@ -386,10 +386,12 @@ def test_official_architecture_converts_for_current_ncnn(name, tmp_path):
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=[] if n in UNITV2_FAST else [pytest.mark.slow]) for n in UNITV2_PASSES])
 def test_official_architecture_converts_for_the_unitv2(name, tmp_path):
-    _, _, result = convert_small(name, tmp_path, "unitv2", UNITV2_SIZE)
+    _, config, result = convert_small(name, tmp_path, "unitv2", UNITV2_SIZE)
     assert result.exit_code == 0
     assert_clear_detections(result)
     assert (result.folder / "model.json").is_file()
+    if not device_sees_the_reference_input(config, result):  # EfficientNet-Lite: 127 / 128
+        assert any("trained with mean" in note for note in result.notes), result.notes
 
 
 def test_attention_is_refused_for_the_unitv2(tmp_path):
