@@ -24,34 +24,10 @@ from parity.report_types import Report
 from parity.stage_registry import StageDescriptor
 from parity.stages import STAGES, StageInputs, onnx_stage
 from tests.crafted_reports import shard_reports
+from tests.junit_validation import cases, outcome, xsd_problems
 from tests.report_validation import assert_valid_report
 
-XSD = Path(__file__).parent / "data" / "junit-10.xsd"
 CRASH = "broken op Foo \x00 at layer 3"  # a NUL, which XML 1.0 cannot hold
-
-
-def xsd_problems(path: Path) -> list[str]:
-    """Why the file is not valid against the JUnit XSD (empty: valid)."""
-    etree = pytest.importorskip("lxml.etree", reason="lxml validates against the JUnit XSD")
-    schema = etree.XMLSchema(etree.parse(str(XSD)))
-    document = etree.parse(str(path))
-    return [] if schema.validate(document) else [str(e) for e in schema.error_log]
-
-
-def cases(path: Path) -> dict[tuple[str, str], ET.Element]:
-    """testcase (classname, name) -> element; each pair exactly once."""
-    found = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        key = (case.get("classname"), case.get("name"))
-        assert key not in found, key
-        found[key] = case
-    return found
-
-
-def outcome(case: ET.Element) -> str:
-    kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
-    assert len(kinds) <= 1, kinds
-    return kinds[0] if kinds else "passed"
 
 
 # ----------------------------------------------------------------------------- crafted reports

@@ -18,6 +18,7 @@ from heads.export import flatten_cells
 from heads.rewrites import LegacyAsIs, PlusToLegacyRewrite, RewriteStrategy
 from parity.cli import main
 from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH
+from tests.junit_validation import cases, outcome, xsd_problems
 from tests.report_validation import assert_valid_report
 
 SYNTHETIC = "4"  # the 5 bundled photos + 4 seeded synthetic frames
@@ -124,8 +125,11 @@ def test_clean_legacy_passes(tmp, legacy_clean):
             if name != "device":
                 assert entry["input_sha256"] == record["input_sha256"]
     assert len(hashes) == len(report["records"])
-    junit = (tmp / "legacy.xml").read_text()
-    assert 'classname="parity.ncnn"' in junit and "<failure" not in junit
+    junit = cases(tmp / "legacy.xml")
+    assert xsd_problems(tmp / "legacy.xml") == []
+    assert len(junit) == len(report["gate"]["checks"])
+    assert {cls for cls, _ in junit} == {f"parity.{s['name']}" for s in report["stages"]}
+    assert {outcome(case) for case in junit.values()} == {"passed"}
 
 
 def test_clean_plus_passes(tmp, plus_clean):
