@@ -1,4 +1,5 @@
-"""The parity report: a versioned JSON document, and its JUnit and terminal forms.
+"""The parity report: a versioned JSON document, and its terminal form (JUnit: parity.junit,
+re-exported here as `write_junit`).
 
 Schema `nanodet-unitv2/parity-report`, version 1 (the types of parity.report_types;
 JSON Schema in parity/data/report.schema.json): tool, checkpoint, model_folder,
@@ -205,8 +206,11 @@ def print_summary(report: Report, console: Console) -> None:
                    "max edge px", "AP50", "max dtensor", "vs"):
         table.add_column(column, no_wrap=True)
     for stage in report.stages:
+        figures = report.summary.get(stage.name)
         if not stage.ran:
             table.add_row(stage.name, "[dim]skipped[/]", *[""] * 8)
+        elif figures is not None and figures.errors >= figures.images:
+            table.add_row(stage.name, "[red]ERROR[/]", *[""] * 8)  # no figure to show
         else:
             table.add_row(*_stage_line(report, stage, failing))
     console.print(table)
@@ -219,7 +223,8 @@ def print_summary(report: Report, console: Console) -> None:
         figures = report.summary.get(stage.name)
         if figures is not None and figures.errors:
             console.print(f"[red]ERROR[/] {stage.name} failed on {figures.errors} of "
-                          f"{figures.images} images: {escape(first_error_line(figures))}")
+                          f"{figures.images} images: {escape(first_error_line(figures))}",
+                          no_wrap=True, overflow="ellipsis")
     for check in gate.checks:
         if not check.passed and check.check != "errors":
             console.print(f"[red]FAIL[/] {check.stage}: {check.check} = "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,10 +16,11 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from convert import convert_checkpoint
 from parity.cli import main
-from parity.report import build_report, write_junit
+from parity.report import build_report, print_summary, write_junit
 from parity.report_codec import decode
 from parity.report_types import Report
 from parity.stage_registry import StageDescriptor
@@ -182,3 +184,13 @@ def test_a_stage_crashing_on_every_image_gives_the_clean_run_s_testcases(
     assert all(outcome(case) == "skipped" for case in mine.values())
     line = next(line for line in err.splitlines() if "onnx-extra failed on" in line)
     assert "ValueError: broken op Foo" in line and "second line" not in err
+
+
+def test_the_terminal_shows_a_crashed_stage_s_first_error_on_one_shortened_line(clean):
+    report = rebuilt(crashed(clean, "onnx", "RuntimeError: " + "long words " * 40))
+    out = io.StringIO()
+    print_summary(report, Console(file=out, width=100, color_system=None))
+    lines = [line for line in out.getvalue().splitlines() if "onnx failed on" in line]
+    assert len(lines) == 1 and "3 of 3 images" in lines[0]
+    assert "RuntimeError: long words" in lines[0] and len(lines[0]) <= 100
+    assert "parity: FAIL, first failing stage: onnx" in out.getvalue()
