@@ -52,8 +52,8 @@ METRICS = (("iou", "1 − IoU", -6, 0, "min_iou", lambda v: 1.0 - v),
            ("score_diff", "|Δ score|", -6, 0, "max_score_diff", lambda v: v),
            ("edge_px", "max edge error, px", -4, 3, "max_edge_px", lambda v: v))
 BINS_PER_DECADE = 2
-GAP_SLOTS = 2.0  # the ≈0 bin, then a bin's width of space before the first decade
-CHART_W, CHART_H = 270, 118
+GAP_SLOTS = 2.5  # the ≈0 bin, then 1.5 bins of space before the first decade
+CHART_W, CHART_H = 280, 118
 TICK_FONT = 9  # px, as .hist .hx in CSS
 LABEL_GAP = 4  # px at least between two tick labels
 
@@ -305,8 +305,8 @@ def decade_label(decade: int) -> str:
 
 
 def text_width(text: str, font: float = TICK_FONT) -> float:
-    """A generous estimate of a sans-serif label's width in px."""
-    return len(text) * font * 0.62
+    """A generous estimate of a sans-serif label's width in px (≈ is wide)."""
+    return sum(0.95 if char == "≈" else 0.66 for char in text) * font
 
 
 def tick_labels(axis: Axis, high: int, width: float) -> list[tuple[float, str]]:
