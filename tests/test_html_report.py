@@ -34,7 +34,7 @@ from parity.model_folder import read_model_folder
 from parity.report import build_report
 from parity.report_types import BandValues, Record, Report, StageFailed, StageRow
 from parity.synthetic import default_frames
-from tests.conftest import LEGACY_CFG, LEGACY_PTH
+from tests.conftest import LEGACY_CFG, LEGACY_PTH, PLUS_CFG, PLUS_PTH, photo
 
 MAX_BYTES = 1_500_000  # 4 images at <= 640 px, JPEG quality 80, plus overlays and charts
 JPEG_URI = "data:image/jpeg;base64,"
@@ -345,6 +345,31 @@ def test_missing_and_extra_detections_are_named_by_class(checked, tmp_path):
     bare = tmp_path / "bare.html"
     write_html(planted, bare, frames)  # a report without class names: `class N`
     assert f"#{extra} class 7 0.90" in card(bare.read_text(), k)
+
+
+@pytest.mark.slow
+def test_dropped_stride64_fails_the_badge_of_the_coffee_photo(tmp_path):
+    """The case of the issue: NanoDet-Plus under --legacy-head --stride64 drop pairs a
+    dining table at IoU 0.79 with its score 0.711 -> 0.125 on coffee.jpg, nothing missing."""
+    folder = tmp_path / "drop"
+    convert_checkpoint(PLUS_PTH, config=PLUS_CFG, legacy_head=True, stride64="drop",
+                       output=folder, verify=False)
+    frames = [(f"{name}.jpg", photo(name)) for name in ("astronaut", "coffee")]
+    run = run_records(CheckInputs(PLUS_PTH, folder, PLUS_CFG), in_memory(frames))
+    header = {"tool": {}, "checkpoint": {"file": "x", "sha256": "0"},
+              "model_folder": {"path": "drop"},
+              "images": {"source": "photos", "count": 2, "unreadable": [], "shard": None}}
+    report = build_report(header, run.stages, run.records, read_tolerances(None))
+    path = tmp_path / "drop.html"
+    write_html(report, path, dict(frames), class_names=read_model_folder(folder).class_names)
+    text = path.read_text()
+    coffee = [r.image for r in report.records].index("coffee.jpg")
+    assert "badge fail" in index_entry(text, coffee)
+    assert "badge fail" not in index_entry(text, 1 - coffee)
+    row = stage_row_of(card(text, coffee), "torch-legacy")
+    assert "missing:" not in row and "extra:" not in row  # only the pair is wrong
+    assert '<td class="bad">0.79</td>' in row
+    assert "dining_table: score 0.711→0.125" in row
 
 
 # ----------------------------------------------------------------------------- tick labels
