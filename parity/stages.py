@@ -252,6 +252,14 @@ def device_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
     folder = inputs.folder
     if folder.firmware_json is None or inputs.layout is not Layout.LEGACY:
         return skipped(descriptor, inputs, "no model.json: not a UnitV2 folder")
+    # a folder for a target without a device but with a model.json is run as a UnitV2's when
+    # it could be one; a device target's folder always runs (a wrong size is its failure)
+    device = folder.target.device or UNITV2.device
+    if folder.target.device is None and folder.input_size != device.net_size:
+        width, height = device.net_size
+        return skipped(descriptor, inputs, f"made for {folder.target.name} at "
+                       f"{folder.input_size[0]}x{folder.input_size[1]}; the {device.name} "
+                       f"firmware feeds {width}x{height}")
     device_names = folder.output_names
     known = param_blobs(folder.device_param)
     for blob in device_names:
@@ -260,8 +268,6 @@ def device_stage(descriptor: StageDescriptor, inputs: StageInputs) -> Stage:
                              f"names blob {blob!r} that {folder.device_param.name} lacks")
     runner = NcnnRunner(folder.device_param, folder.device_bin, folder.input_name, device_names,
                         descriptor.name)
-    # a folder for a target without a device but with a model.json is run as a UnitV2's
-    device = folder.target.device or UNITV2.device
     return DeviceStage(descriptor, inputs.layout, runner, output_names=device_names,
                        role_names=inputs.names, device=device)
 
