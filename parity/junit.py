@@ -102,7 +102,13 @@ def _outcome(case: ET.Element, report: Report, check: Check) -> str:
 def junit_tree(report: Report, *, timestamp: datetime | None = None,
                stage_seconds: Mapping[str, float] | None = None) -> ET.ElementTree:
     """The JUnit document; `stage_seconds` (stage -> seconds it ran) is the `time` of each
-    stage's `errors` testcase (running the stage), its other checks take no time."""
+    stage's `errors` testcase (running the stage), its other checks take no time. Both
+    default to the report's `timing`, else now and 0."""
+    timing = report.timing
+    if timestamp is None and timing is not None:
+        timestamp = datetime.fromisoformat(timing.started)
+    if stage_seconds is None and timing is not None:
+        stage_seconds = timing.seconds
     when = (timestamp or datetime.now(UTC)).astimezone(UTC)
     suite = ET.Element("testsuite", name=SUITE_NAME)
     properties = ET.SubElement(suite, "properties")

@@ -38,6 +38,7 @@ from parity.report_types import (
     StageFigures,
     StageRow,
     TensorFigures,
+    Timing,
 )
 from parity.summary import summarize
 from parity.tolerance_types import Tolerances
@@ -69,7 +70,9 @@ def build_report(header: dict[str, Any], stages: list[StageRow], records: list[R
                                       "model_folder"),
                   images=_typed(Images, header["images"], "images"), stages=stages,
                   tolerances=tolerances, records=typed, summary=summary,
-                  gate=evaluate(summary, tolerances, stages), blame=header.get("blame"))
+                  gate=evaluate(summary, tolerances, stages), blame=header.get("blame"),
+                  timing=_typed(Timing, header["timing"], "timing")
+                  if header.get("timing") is not None else None)
 
 
 def _typed(kind: type, value: Any, at: str) -> Any:
@@ -134,6 +137,18 @@ def _check_shards(reports: list[tuple[Path, Report]]) -> None:
                          f"give all {count} shards")
 
 
+def merged_timing(timings: list[Timing | None]) -> Timing | None:
+    """The shards' timings joined: the earliest start, each stage's seconds summed (None
+    unless every shard has one)."""
+    if not timings or any(t is None for t in timings):
+        return None
+    seconds: dict[str, float] = {}
+    for timing in timings:
+        for stage, value in timing.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + value
+    return Timing(started=min(t.started for t in timings), seconds=seconds)
+
+
 def merge_reports(reports: list[tuple[Path, Report]]) -> Report:
     """Join the shards 1..N of one check: same checkpoint, folder, stages, tolerances and
     images; reports as `read_report` gives them."""
@@ -162,7 +177,8 @@ def merge_reports(reports: list[tuple[Path, Report]]) -> Report:
                      unreadable=sorted({u for _, r in reports for u in r.images.unreadable}))
     header = {"tool": first.tool, "checkpoint": first.checkpoint,
               "model_folder": first.model_folder, "images": images,
-              "blame": next((r.blame for _, r in reports if r.blame), None)}
+              "blame": next((r.blame for _, r in reports if r.blame), None),
+              "timing": merged_timing([r.timing for _, r in reports])}
     return build_report(header, first.stages, list(records.values()), first.tolerances)
 
 

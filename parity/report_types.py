@@ -9,8 +9,10 @@ what the types alone cannot.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from parity.json_shape import ShapeError, key_path
@@ -315,6 +317,29 @@ class Gate:
 # ----------------------------------------------------------------------------- report
 
 @dataclass(frozen=True, kw_only=True)
+class Timing:
+    """When the run started (ISO 8601, UTC) and the seconds each stage ran, over all images
+    (shown as JUnit times; a merged report sums its shards')."""
+
+    started: str
+    seconds: dict[str, Figure]
+
+    def check_shape(self, at: str) -> None:
+        """`started` an ISO 8601 time with its UTC offset; seconds finite and >= 0."""
+        try:
+            offset = datetime.fromisoformat(self.started).utcoffset()
+        except ValueError:
+            offset = None
+        if offset is None:
+            raise ShapeError(key_path(at, "started"), f"{self.started[:40]!r} is not an "
+                             "ISO 8601 time with a UTC offset")
+        for stage, value in self.seconds.items():
+            if not 0 <= value < math.inf:
+                raise ShapeError(key_path(key_path(at, "seconds"), stage),
+                                 f"{value} is not a finite number of seconds >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Report:
     """A `parity check` (or merged) report."""
 
@@ -330,6 +355,7 @@ class Report:
     summary: dict[str, StageFigures]
     gate: Gate
     blame: dict[str, Any] | None = field(default=None, metadata=ABSENT)
+    timing: Timing | None = field(default=None, metadata=ABSENT)
 
     def check_shape(self, at: str) -> None:
         """The stage table, tolerances of its stages, records of stages that ran, one

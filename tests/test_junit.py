@@ -8,6 +8,7 @@ import contextlib
 import copy
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,11 +19,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from common.errors import InputError
 from convert import convert_checkpoint
 from parity.cli import main
-from parity.report import build_report, print_summary, write_junit
+from parity.report import build_report, merged_timing, print_summary, read_report, write_junit
 from parity.report_codec import decode
-from parity.report_types import Report
+from parity.report_types import Report, Timing
 from parity.stage_registry import StageDescriptor
 from parity.stages import STAGES, StageInputs, onnx_stage
 from tests.crafted_reports import shard_reports
@@ -194,3 +196,45 @@ def test_the_terminal_shows_a_crashed_stage_s_first_error_on_one_shortened_line(
     assert len(lines) == 1 and "3 of 3 images" in lines[0]
     assert "RuntimeError: long words" in lines[0] and len(lines[0]) <= 100
     assert "parity: FAIL, first failing stage: onnx" in out.getvalue()
+
+
+# ----------------------------------------------------------------------------- timing
+
+TIMING = {"started": "2026-03-04T05:06:07+01:00", "seconds": {"torch": 2.0, "onnx": 0.5}}
+
+
+def timed(data: dict, timing: dict) -> Report:
+    report = decode(Report, data)
+    header = {"tool": report.tool, "checkpoint": report.checkpoint,
+              "model_folder": report.model_folder, "images": report.images, "timing": timing}
+    return build_report(header, report.stages, data["records"], report.tolerances)
+
+
+def test_the_report_s_timing_gives_the_timestamp_and_each_stage_s_time(clean, tmp_path):
+    path = tmp_path / "r.xml"
+    write_junit(timed(clean, TIMING), path)
+    assert xsd_problems(path) == []
+    suite, found = ET.parse(path).getroot(), cases(path)
+    assert suite.get("timestamp") == "2026-03-04T04:06:07"  # in UTC
+    assert found["parity.torch", "errors"].get("time") == "2.000"
+    assert found["parity.onnx", "detections.ap50"].get("time") == "0.000"
+    assert suite.get("time") == "2.500"
+
+
+def test_merged_shards_sum_their_timing():
+    later = {"started": "2026-03-04T06:00:00+01:00", "seconds": {"torch": 1.0}}
+    shards = [decode(Timing, TIMING), decode(Timing, later)]
+    assert merged_timing(shards) == Timing(started=TIMING["started"],
+                                           seconds={"torch": 3.0, "onnx": 0.5})
+    assert merged_timing([shards[0], None]) is None
+
+
+@pytest.mark.parametrize("timing, phrase", [
+    ({"started": "yesterday", "seconds": {}}, "timing.started: 'yesterday' is not an ISO 8601"),
+    ({"started": TIMING["started"], "seconds": {"onnx": "nan"}}, "timing.seconds.onnx: nan"),
+])
+def test_a_report_with_a_bad_timing_is_refused_naming_the_key(clean, tmp_path, timing, phrase):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({**clean, "timing": timing}))
+    with pytest.raises(InputError, match=re.escape(phrase)):
+        read_report(path)
