@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import EXIT_CHECK_FAILED, EXIT_OK, StageError
+from common.errors import EXIT_CHECK_FAILED, EXIT_OK, InputError, StageError
 from common.threads import limit_threads
 from common.versions import tool_versions
 from convert.clock import STAGES, StageClock
@@ -33,7 +33,7 @@ from convert.package import (
     write_manifest,
     write_tar,
 )
-from convert.plan import ExportPlan, choose_rewrite, plan, plan_notes
+from convert.plan import ExportPlan, choose_rewrite, normalisation_problem, plan, plan_notes
 from convert.verify import Verification, verify_folder
 from heads.loader import LoadedModel, load_detector
 from heads.rewrites import RewriteStrategy
@@ -109,6 +109,9 @@ def convert_model(checkpoint: str | Path, options: ConvertOptions, *,
             check_firmware_json(options.class_names or options.config or checkpoint,
                                 list(loaded.spec.class_names), export.output_names,
                                 target=options.firmware_target)
+        problem = normalisation_problem(loaded.spec, options.firmware_target)
+        if problem:
+            raise InputError(options.config or checkpoint, problem)
         notes = plan_notes(loaded.spec, export, options)
         graph = export_graph(export, options.input_size, options.opset, options.fp16, folder,
                              clock)

@@ -75,10 +75,27 @@ def plan_notes(spec: ArchSpec, export: ExportPlan, options: ConvertOptions) -> l
     if device is not None and (width, height) != device.net_size:
         notes.append(f"the {device.name} firmware feeds {device.net_size[0]}x"
                      f"{device.net_size[1]}; this model is exported at {width}x{height}")
-    expected_norm = tuple(round(1 / s, 6) for s in spec.std_bgr)
-    normalisation = options.firmware_target.normalisation
-    if spec.mean_bgr != normalisation.mean_bgr or any(
-            abs(a - b) > 2e-6 for a, b in zip(expected_norm, normalisation.norm_bgr)):
+    if device is None and not same_normalisation(spec, options.firmware_target):
         notes.append(f"the model was trained with mean {spec.mean_bgr} / std {spec.std_bgr}; "
-                     "the firmware normalises with NanoDet's defaults")
+                     "feed it so (NanoDet's defaults differ)")
     return notes
+
+
+def same_normalisation(spec: ArchSpec, target: Target) -> bool:
+    """The model was trained with the mean and std the target normalises with."""
+    expected_norm = tuple(round(1 / s, 6) for s in spec.std_bgr)
+    normalisation = target.normalisation
+    return spec.mean_bgr == normalisation.mean_bgr and all(
+        abs(a - b) <= 2e-6 for a, b in zip(expected_norm, normalisation.norm_bgr))
+
+
+def normalisation_problem(spec: ArchSpec, target: Target) -> str | None:
+    """Why a device cannot feed this model: its firmware normalises with fixed numbers."""
+    if target.device is None or same_normalisation(spec, target):
+        return None
+    fixed = target.normalisation
+    return (f"the model was trained with mean {list(spec.mean_bgr)} / std "
+            f"{list(spec.std_bgr)}, but the {target.device.name} firmware always normalises "
+            f"with mean {list(fixed.mean_bgr)} / norm {list(fixed.norm_bgr)}: on the device "
+            "it would see other inputs than in training; use --target ncnn-latest (and feed "
+            "it as trained) or retrain with NanoDet's normalisation")

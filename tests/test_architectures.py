@@ -287,19 +287,12 @@ def seeded_checkpoint(config: Path, path: Path, input_size: tuple[int, int],
 
 # --- the pipeline ------------------------------------------------------------------
 
-import json
-
-import pytest
-from click.testing import CliRunner
-
-from common.errors import InputError, StageError
-from convert import ConvertResult, convert_checkpoint
-from parity.cli import main as parity_main
-
 UNITV2_SIZE = (320, 256)
 # official configs that convert and verify for the UnitV2 target (--legacy-head, 320x256)
+OTHER_NORMALISATION = ("nanodet-EfficientNet-Lite0_320.yml", "nanodet-EfficientNet-Lite1_416.yml",
+                       "nanodet-EfficientNet-Lite2_512.yml")  # mean 127 / std 128
 UNITV2_PASSES = tuple(name for name in OFFICIAL if name not in (
-    "nanodet-t.yml", "nanodet-plus_convnext-nano_640.yml"))
+    "nanodet-t.yml", "nanodet-plus_convnext-nano_640.yml", *OTHER_NORMALISATION))
 UNITV2_FAST = {"nanodet-m.yml", "nanodet-plus-m_320.yml"}
 # one fast case per architecture; the other sizes and input sizes of the same one are slow
 SLOW = {"nanodet-m-416.yml", "nanodet-m-0.5x.yml", "nanodet-m-1.5x.yml", "nanodet-m-1.5x-416.yml",
@@ -373,14 +366,18 @@ def test_official_architecture_converts_for_current_ncnn(name, tmp_path):
     assert_clear_detections(result)
     code, report = parity_report(checkpoint, config, result.folder)
     ran = {s["name"] for s in report["stages"] if s["status"] == "ran"}
-    assert {"torch", "onnx", "onnx-sim", "ncnn", "device"} <= ran
+    assert {"torch", "onnx", "onnx-sim", "ncnn"} <= ran
+    device = next(s for s in report["stages"] if s["name"] == "device")
+    if OFFICIAL[name] == UNITV2_SIZE:
+        assert device["status"] == "ran"
+    else:  # no UnitV2 can feed it
+        assert device["status"] == "skipped" and "firmware feeds 320x256" in device["reason"]
     failed = [(c["stage"], c["check"]) for c in report["gate"]["checks"] if not c["passed"]]
     gated = GATED if device_sees_the_reference_input(config, result) else GATED[:-1]
     assert not [f for f in failed if f[0] in gated]
     assert code == (0 if report["gate"]["passed"] else 1)
-    if gated != GATED:  # the UnitV2 firmware feeds 320x256 with its own normalisation
-        assert ("device", "inputs.device_input_diff") in failed or any(
-            "320x256" in (r["stages"]["device"].get("error") or "") for r in report["records"])
+    if gated != GATED and device["status"] == "ran":  # the firmware's own normalisation
+        assert ("device", "inputs.device_input_diff") in failed
 
 
 @pytest.mark.parametrize("name", [
@@ -390,8 +387,23 @@ def test_official_architecture_converts_for_the_unitv2(name, tmp_path):
     assert result.exit_code == 0
     assert_clear_detections(result)
     assert (result.folder / "model.json").is_file()
-    if not device_sees_the_reference_input(config, result):  # EfficientNet-Lite: 127 / 128
-        assert any("trained with mean" in note for note in result.notes), result.notes
+    assert device_sees_the_reference_input(config, result)
+
+
+def test_another_normalisation_is_refused_for_the_unitv2(tmp_path):
+    """EfficientNet-Lite was trained with mean 127 / std 128; the firmware always normalises
+    with NanoDet's numbers, so the device would see other inputs: refused before the export."""
+    name = OTHER_NORMALISATION[0]
+    config = small_config(name, tmp_path)
+    checkpoint = tmp_path / "lite0.pth"
+    seeded_checkpoint(config, checkpoint, UNITV2_SIZE)
+    with pytest.raises(InputError) as refused:
+        convert_checkpoint(checkpoint, config=config, legacy_head=True,
+                           output=tmp_path / "model", fp16=False)
+    message = str(refused.value)
+    assert message.startswith(f"{config}: the model was trained with mean [127.0, 127.0, "
+                              "127.0]") and "--target ncnn-latest" in message
+    assert not (tmp_path / "model").exists()
 
 
 def test_attention_is_refused_for_the_unitv2(tmp_path):
