@@ -1,5 +1,5 @@
-"""JUnit XML as tests read it: validity against the JUnit XSD of Jenkins' xUnit plugin
-(tests/data/junit-10.xsd, see tests/data/README.md), its testcases and their outcomes."""
+"""JUnit XML as tests read it: validity against the JUnit XSD
+(tests/data/junit.xsd, see tests/data/README.md), its testcases and their outcomes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-XSD = Path(__file__).parent / "data" / "junit-10.xsd"
+XSD = Path(__file__).parent / "data" / "junit.xsd"
 
 
 def xsd_problems(path: Path) -> list[str]:

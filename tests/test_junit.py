@@ -1,6 +1,6 @@
 """JUnit XML: the same testcases per stage and check whatever happens, a crashed stage as an
 <error> with its exception text, skipped checks with their reason, valid against the JUnit XSD
-of Jenkins' xUnit plugin (tests/data/junit-10.xsd, see tests/data/README.md)."""
+(tests/data/junit.xsd, see tests/data/README.md)."""
 
 from __future__ import annotations
 
