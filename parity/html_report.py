@@ -405,10 +405,10 @@ def class_name(label: Any, names: Sequence[str]) -> str:
 
 
 def report_class_names(report: Report, given: Sequence[str] | None) -> Sequence[str]:
-    """`given`, else the report's own (model_folder.class_names, when the schema has it)."""
+    """`given`, else the report's own (model_folder.class_names)."""
     if given is not None:
         return given
-    return getattr(report.model_folder, "class_names", None) or ()
+    return report.model_folder.class_names or ()
 
 
 def _box(row: DetectionRow) -> tuple[float, float, float, float]:

@@ -43,6 +43,7 @@ class ModelFolderEntry:
     layout: str | None = field(default=None, metadata=ABSENT)
     input: dict[str, Any] | None = field(default=None, metadata=ABSENT)
     manifest_sha256: str | None = field(default=None, metadata=ABSENT)
+    class_names: list[str] | None = field(default=None, metadata=ABSENT)  # label -> name
 
 
 @dataclass(frozen=True, kw_only=True)
