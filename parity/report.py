@@ -247,7 +247,4 @@ def print_summary(report: Report, console: Console) -> None:
                           f"{_fmt(check.value)} (limit {_fmt(check.limit)})")
     if report.blame:
         console.print(f"blame: {report.blame.get('summary', '')}")
-    if gate.passed:
-        console.print("[green]parity: PASS[/]")
-    else:
-        console.print(f"[red]parity: FAIL[/], first failing stage: {gate.blamed_stage}")
+    # the verdict line itself goes to stdout (parity/cli.py)

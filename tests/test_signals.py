@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LEGACY_PTH
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
                                 reason="watches /proc/<pid>/maps (Linux)")
 
@@ -131,7 +133,8 @@ def test_ctrl_c_while_importing_torch(tmp_path, small_checkpoints):
 
 def test_parity_ctrl_c_while_importing(tmp_path):
     program = [sys.executable, "-m", "parity"]
-    run = start(tmp_path, ["check", "--help"], program=program)
+    # `check` loads torch before it reads its arguments (`--help` no longer does)
+    run = start(tmp_path, ["check", str(LEGACY_PTH), str(tmp_path)], program=program)
     run.wait_until(run.maps("libtorch_cpu"), "torch is being imported")
     run.process.send_signal(signal.SIGINT)
     assert_stopped_cleanly(run, 130, "parity: interrupted")
