@@ -6,9 +6,11 @@ sharded run's reports merge into exactly the unsharded figures.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +76,12 @@ def _error_text(exc: Exception) -> str:
 
 
 def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext,
-                 camera: CameraFrame, input_size: tuple[int, int]) -> dict[str, Any]:
-    """Run one camera frame through every stage and compare each with the reference."""
+                 camera: CameraFrame, input_size: tuple[int, int],
+                 seconds: dict[str, float]) -> dict[str, Any]:
+    """Run one camera frame through every stage and compare each with the reference.
+
+    `seconds` gets each stage's run time on this frame (the report's `timing`).
+    """
     spec = loaded.spec
     frame = camera.frame
     feed, box = frame_to_tensor(frame, *input_size, mean_bgr=spec.mean_bgr,
@@ -98,11 +104,14 @@ def image_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
                 "error": f"no reference: {reference_name} did not run on this image"}
             continue
         entry: dict[str, Any] = {}
+        started = time.perf_counter()
         try:
             run = stage.run(frame, feed.copy(), box, context, shared)
         except Exception as exc:  # noqa: BLE001 - a stage failing is a finding, not a crash
             record["stages"][stage.name] = {"error": _error_text(exc)}
             continue
+        finally:
+            seconds[stage.name] = time.perf_counter() - started
         if reference is None:
             reference = run.detections
             record["reference"] = detections_to_list(reference)
@@ -145,13 +154,21 @@ def _worker_init(inputs: CheckInputs) -> None:
     _WORKER["state"] = prepare_check(inputs)
 
 
-def _worker_run(photo: Photo) -> dict[str, Any] | tuple[str, str]:
+def _worker_run(photo: Photo) -> PhotoResult | tuple[str, str]:
     loaded, stages, context, size = _WORKER["state"]
     return photo_record(loaded, stages, context, photo, size)
 
 
+@dataclass
+class PhotoResult:
+    """A photo's record and the seconds each stage ran on it."""
+
+    record: dict[str, Any]
+    seconds: dict[str, float]
+
+
 def photo_record(loaded: LoadedModel, stages: list[Stage], context: StageContext,
-                 photo: Photo, input_size: tuple[int, int]) -> dict[str, Any] | tuple[str, str]:
+                 photo: Photo, input_size: tuple[int, int]) -> PhotoResult | tuple[str, str]:
     """The photo's record, or (name, reason) when it cannot become a camera frame.
 
     The photo is decoded here, one at a time, and dropped after its record."""
@@ -159,7 +176,9 @@ def photo_record(loaded: LoadedModel, stages: list[Stage], context: StageContext
         camera = photo.load()
     except UnusableImage as exc:
         return photo.name, str(exc)
-    return image_record(loaded, stages, context, camera, input_size)
+    seconds: dict[str, float] = {}
+    return PhotoResult(image_record(loaded, stages, context, camera, input_size, seconds),
+                       seconds)
 
 
 def stage_table(stages: list[Stage]) -> list[StageRow]:
@@ -175,6 +194,13 @@ class CheckRun:
     stages: list[StageRow]
     skipped: dict[str, str]  # photo name -> why it could not become a camera frame
     checkpoint_sha256: str  # of the bytes the reference model was loaded from
+    started: str = ""  # when the run began, UTC, ISO 8601
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over photos
+
+    def timing(self) -> dict[str, Any]:
+        """The report's `timing` entry."""
+        return {"started": self.started,
+                "seconds": {name: round(value, 3) for name, value in self.stage_seconds.items()}}
 
 
 def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
@@ -184,13 +210,16 @@ def run_records(inputs: CheckInputs, photos: Sequence[Photo], workers: int = 1,
     inputs = replace(inputs, freeze_torch=inputs.freeze_torch
                      or len(photos) / processes >= FREEZE_PAYS_FROM)
     loaded, stages, context, size = prepare_check(inputs)  # validates inputs before any work
-    run = CheckRun([], stage_table(stages), {}, loaded.checkpoint.sha256)
+    run = CheckRun([], stage_table(stages), {}, loaded.checkpoint.sha256,
+                   started=datetime.now(UTC).isoformat(timespec="seconds"))
 
-    def keep(done: int, result: dict[str, Any] | tuple[str, str]) -> None:
+    def keep(done: int, result: PhotoResult | tuple[str, str]) -> None:
         if isinstance(result, tuple):
             run.skipped[result[0]] = result[1]
         else:
-            run.records.append(result)
+            run.records.append(result.record)
+            for name, value in result.seconds.items():
+                run.stage_seconds[name] = run.stage_seconds.get(name, 0.0) + value
         if progress:
             progress(done, len(photos))
 

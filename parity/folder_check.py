@@ -74,6 +74,7 @@ def report_of_run(checkpoint: Path, folder: ModelFolder, run: CheckRun, source: 
                          f"({len(run.skipped)} skipped)")
     header = report_header(checkpoint, run.checkpoint_sha256, folder, source, run.skipped,
                            len(run.records), shard)
+    header["timing"] = run.timing()
     return build_report(header, run.stages, run.records, tolerances)
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"plus": ("nanodet-plus-m_416_coco.pth", "nanodet-plus-m_416.yml"),
           "legacy": ("nanodet-m_coco.pth", "nanodet-m.yml")}
 RUN_KEYS = {"manifest.json": (("tool",), ("stage_seconds",)),
-            "report": (("tool",), ("model_folder", "manifest_sha256"))}
+            "report": (("tool",), ("model_folder", "manifest_sha256"), ("timing",))}
 
 
 def run(source: Path, *args: str) -> None:

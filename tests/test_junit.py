@@ -237,3 +237,16 @@ def test_a_report_with_a_bad_timing_is_refused_naming_the_key(clean, tmp_path, t
     path.write_text(json.dumps({**clean, "timing": timing}))
     with pytest.raises(InputError, match=re.escape(phrase)):
         read_report(path)
+
+
+def test_a_real_run_times_each_stage(small_checkpoints, folder, tmp_path):
+    """The report's `timing` holds the seconds each stage ran; JUnit shows them."""
+    code, err, xml = run_check(small_checkpoints["legacy"], folder, tmp_path / "timed")
+    assert code in (0, 1), err
+    report = json.loads((xml.parent / "r.json").read_text())
+    seconds = report["timing"]["seconds"]
+    ran = {s["name"] for s in report["stages"] if s["status"] == "ran"}
+    assert set(seconds) == ran and all(value > 0 for value in seconds.values())
+    assert datetime.fromisoformat(report["timing"]["started"]).utcoffset() is not None
+    timed = [float(c.get("time")) for c in cases(xml).values()]
+    assert sum(timed) > 0 and xsd_problems(xml) == []
