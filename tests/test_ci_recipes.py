@@ -4,7 +4,8 @@ GitHub steps' `run:` lines and GitLab jobs' `script:` lines are executed with ba
 temporary working folder that links this repository's `fixtures/` and `examples/`,
 with the variables the recipe sets. Installation and artifact transfer are skipped,
 and only the steps listed here: a new step is run (or fails the test), never skipped
-silently.
+silently. Job conditions (`if:`, `when:`) are not evaluated: every job runs, as in a
+passing pipeline; that a failing check fails its job is tested on a broken folder.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def run_bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
     """Run one step as the CI shells do: bash, stop at the first failing command."""
     return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
                           cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
 
 
 def assert_ran(result: subprocess.CompletedProcess, label: str) -> None:
@@ -257,7 +258,7 @@ def run_gate(work: Path, *args: str, release_dir: str = "build/release"
              ) -> subprocess.CompletedProcess:
     env = {**os.environ, **GATE_ENV, "RELEASE_DIR": release_dir}
     return subprocess.run(["bash", "examples/ci/release-gate.sh", *args], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_release_gate_passes_a_good_conversion(gate_run) -> None:
@@ -268,20 +269,40 @@ def test_release_gate_passes_a_good_conversion(gate_run) -> None:
         assert (work / "build" / "release" / name).is_file()
 
 
-def test_release_gate_fails_a_folder_with_cls_and_dis_swapped(gate_run, tmp_path) -> None:
-    work, _ = gate_run
-    broken = tmp_path / "broken"
-    shutil.copytree(work / "build" / "release" / "model", broken)
-    model_json = broken / "model.json"
+def swapped_cls_dis_copy(model_dir: Path, destination: Path) -> Path:
+    """A copy of a converted folder whose model.json swaps the cls and dis blobs."""
+    shutil.copytree(model_dir, destination)
+    model_json = destination / "model.json"
     data = json.loads(model_json.read_text())
     for node in data["model"]["modelOutputNodes"]:
         node["cls_pred"], node["dis_pred"] = node["dis_pred"], node["cls_pred"]
     model_json.write_text(json.dumps(data))
+    return destination
+
+
+def test_release_gate_fails_a_folder_with_cls_and_dis_swapped(gate_run, tmp_path) -> None:
+    work, _ = gate_run
+    broken = swapped_cls_dis_copy(work / "build" / "release" / "model", tmp_path / "broken")
     result = run_gate(work, str(broken), release_dir=str(tmp_path / "reports"))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "release-gate: FAIL" in result.stderr
     report = json.loads((tmp_path / "reports" / "parity.json").read_text())
     assert report["gate"]["passed"] is False and report["gate"]["blamed_stage"] == "device"
+
+
+def test_recipes_parity_steps_exit_1_on_a_broken_folder(gate_run, tmp_path) -> None:
+    """The shard step of each recipe fails its job when parity fails (exit 1)."""
+    work, _ = gate_run
+    broken = swapped_cls_dis_copy(work / "build" / "release" / "model", tmp_path / "broken")
+    github, _ = github_commands(yaml.safe_load(GITHUB.read_text()))
+    gitlab, _ = gitlab_commands(yaml.safe_load(GITLAB.read_text()))
+    shard_steps = [command for command in github if "--shard" in command[1]][:1]
+    shard_steps += [command for command in gitlab if "--shard" in command[1]][:1]
+    assert len(shard_steps) == 2
+    for label, script, env in shard_steps:
+        result = run_bash(script, work, {**env, "MODEL_DIR": str(broken)})
+        assert result.returncode == 1, f"{label}: {result.stderr[-3000:]}"
+        assert "parity: FAIL" in result.stdout
 
 
 def test_release_gate_exits_2_on_a_missing_folder(gate_run, tmp_path) -> None:
