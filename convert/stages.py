@@ -37,6 +37,13 @@ def export_onnx(wrapper: nn.Module, path: Path, input_w: int, input_h: int, inpu
         raise StageError("onnx-export", f"torch.onnx.export failed: {_one_line(exc)}") from None
 
 
+# onnxsim's own check feeds random inputs; its defaults (atol 1e-5, rtol 1e-4) refuse fp32
+# reordering noise of deep graphs (ConvNeXt: ~1e-3 on stride-32 logits). It is a smoke test:
+# parity's onnx-sim stage judges the simplified model on real photos.
+ONNXSIM_CHECK_ATOL = 1e-2
+ONNXSIM_CHECK_RTOL = 1e-3
+
+
 def simplify_onnx(src: Path, dst: Path, check_n: int = 3) -> None:
     """onnxsim with its numeric check (random inputs, onnxruntime) turned on."""
     import onnxsim
@@ -44,7 +51,9 @@ def simplify_onnx(src: Path, dst: Path, check_n: int = 3) -> None:
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            model, ok = onnxsim.simplify(onnx.load(str(src)), check_n=check_n)
+            model, ok = onnxsim.simplify(onnx.load(str(src)), check_n=check_n,
+                                         check_atol=ONNXSIM_CHECK_ATOL,
+                                         check_rtol=ONNXSIM_CHECK_RTOL)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises many types
         raise StageError("onnxsim", f"simplification failed: {_one_line(exc)}"
                          + kept_log("onnxsim", log.getvalue() + f"\n{exc}\n")) from None

@@ -303,17 +303,17 @@ SLOW = {"nanodet-m-416.yml", "nanodet-m-0.5x.yml", "nanodet-m-1.5x.yml", "nanode
 GATED = ("torch-legacy", "onnx", "onnx-sim", "ncnn", "device")
 KNOWN_FAILURES = {
     "nanodet-plus_convnext-nano_640.yml":
-        "stage onnxsim: the simplified model fails onnxsim's numeric check (cls_pred_stride_32 "
-        "moves by 4e-4 to 1e-3 on onnxsim's random input; its tolerance is atol 1e-5 + "
-        "rtol 1e-4)",
+        "verification: every detection matched with equal scores, but one box of 30 at IoU "
+        "0.77 (an edge 11 px off) where the Plus-to-legacy rewrite clamps an edge under half a "
+        "stride from its centre (manifest residuals: 2 clamped); cause not pinned down",
 }
 
 
 def case(name: str) -> Any:
     marks = [pytest.mark.slow] if name in SLOW else []
     if name in KNOWN_FAILURES:
-        marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[name], raises=StageError,
-                                       strict=False))  # onnxsim's check input is random
+        marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[name], raises=AssertionError,
+                                       strict=True))
     return pytest.param(name, marks=marks)
 
 
