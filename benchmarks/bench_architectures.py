@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_convert import latency_rounds  # noqa: E402
-from convert import ConvertResult, convert_checkpoint  # noqa: E402
-from tests.test_architectures import OFFICIAL, seeded_checkpoint, small_config  # noqa: E402
+from benchmarks.bench_convert import latency_rounds
+from convert import ConvertResult, convert_checkpoint
+from tests.test_architectures import OFFICIAL, seeded_checkpoint, small_config
 
 
 def timed_convert(checkpoint: Path, config: Path, output: Path, legacy: bool,
@@ -88,7 +88,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 row = bench_one(name, Path(tmp), args.runs)
-            except Exception as exc:  # one architecture failing must not hide the others
+            except Exception as exc:  # noqa: BLE001 - one failing must not hide the others
                 row = {"config": name, "error": f"{type(exc).__name__}: {exc}"}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -52,6 +52,11 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def passed(self) -> bool | None:
+        """The verification's verdict; None when it was skipped (--no-verify)."""
+        return None if self.verification is None else self.verification.passed
+
+    @property
     def exit_code(self) -> int:
         failed = self.verification is not None and not self.verification.passed
         return EXIT_CHECK_FAILED if failed else EXIT_OK

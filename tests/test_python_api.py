@@ -83,7 +83,7 @@ def test_convert_returns_a_typed_result(converted):
     assert converted.folder.is_dir() and (converted.folder / "model.json").is_file()
     assert converted.manifest["layout"] == "legacy"
     assert converted.verification is not None and converted.verification.passed
-    assert converted.verification.images == 2
+    assert converted.passed is True and converted.verification.images == 2
     assert converted.exit_code == 0
 
 
@@ -180,3 +180,9 @@ def test_parity_check_stays_the_function_beside_the_submodule():
     assert callable(parity.check) and parity.check.__module__ == "parity.api"
     assert sys.modules["parity.check"].__name__ == "parity.check"
     assert convert.convert is convert.convert_checkpoint
+
+
+def test_convert_without_verification_has_no_verdict(small_checkpoints, tmp):
+    result = convert.convert(small_checkpoints["legacy"], legacy_head=True, verify=False,
+                             output=tmp / "unverified")
+    assert result.passed is None and result.verification is None and result.exit_code == 0
