@@ -247,7 +247,7 @@ def test_a_failed_onnxsim_keeps_one_log_named_in_the_error(tmp_path, monkeypatch
                                                             private_tmpdir, small_checkpoints):
     import onnxsim
 
-    def broken(model, check_n):
+    def broken(model, **options):
         print("onnxsim says why")
         raise RuntimeError("no simplification today")
 
