@@ -8,8 +8,10 @@ constructor's defaults are the defaults of the config section it is built from
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from heads.schema import Schema
@@ -41,6 +43,20 @@ class Component(nn.Module):
 
 
 class Backbone(Component):
+    out_stages: tuple[int, ...]
+
+    def stage_outputs(self, x: torch.Tensor,
+                      stages: Iterable[tuple[int, Callable[[torch.Tensor], torch.Tensor]]]
+                      ) -> list[torch.Tensor]:
+        """Run `stages` ((index, stage) pairs) in order from `x`; the outputs of those whose
+        index is in `out_stages`."""
+        outputs = []
+        for index, stage in stages:
+            x = stage(x)
+            if index in self.out_stages:
+                outputs.append(x)
+        return outputs
+
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
         """Keywords (all but out_stages) seen in `sd`, or None when `sd` holds no such backbone.

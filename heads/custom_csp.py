@@ -160,12 +160,7 @@ class CustomCspNet(Backbone):
         self.stages = nn.ModuleList(build_stage(stage, activation) for stage in net_cfg)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for index, stage in enumerate(self.stages):
-            x = stage(x)
-            if index in self.out_stages:
-                outputs.append(x)
-        return outputs
+        return self.stage_outputs(x, enumerate(self.stages))
 
     @classmethod
     def keywords_from_config(cls, values: Keywords) -> Keywords:

@@ -172,12 +172,7 @@ class GhostNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.act1(self.bn1(self.conv_stem(x)))
-        outputs = []
-        for index, stage in enumerate(self.blocks):
-            x = stage(x)
-            if index in self.out_stages:
-                outputs.append(x)
-        return outputs
+        return self.stage_outputs(x, enumerate(self.blocks))
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

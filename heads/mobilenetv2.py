@@ -117,12 +117,8 @@ class MobileNetV2(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.first_layer(x)
-        outputs = []
-        for index in range(len(STAGES)):
-            x = getattr(self, f"stage{index}")(x)
-            if index in self.out_stages:
-                outputs.append(x)
-        return outputs
+        return self.stage_outputs(x, ((i, getattr(self, f"stage{i}"))
+                                      for i in range(len(STAGES))))
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

@@ -187,12 +187,7 @@ class RepVGG(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stage0(x)
-        outputs = []
-        for index in range(1, 5):
-            x = getattr(self, f"stage{index}")(x)
-            if index in self.out_stages:
-                outputs.append(x)
-        return outputs
+        return self.stage_outputs(x, ((i, getattr(self, f"stage{i}")) for i in range(1, 5)))
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:

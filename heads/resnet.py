@@ -109,12 +109,7 @@ class ResNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
-        outputs = []
-        for index in range(1, 5):
-            x = getattr(self, f"layer{index}")(x)
-            if index in self.out_stages:
-                outputs.append(x)
-        return outputs
+        return self.stage_outputs(x, ((i, getattr(self, f"layer{i}")) for i in range(1, 5)))
 
     @classmethod
     def keywords_from_weights(cls, sd: StateDict) -> Keywords | None:
