@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from convert import convert_checkpoint
-from parity.check import CheckInputs, prepare_check, run_records
 from parity.images import in_memory
 from parity.preprocess import frame_to_tensor
+from parity.records import CheckInputs, prepare_check, run_records
 from parity.synthetic import default_frames
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,11 +22,11 @@ import numpy as np
 
 from common.errors import InputError
 from heads.untrusted import open_regular
-from parity.check import CheckInputs, CheckRun, run_records
 from parity.folder_check import IN_MEMORY_SOURCE, FolderCheck, report_of_run
 from parity.gate import read_tolerances
 from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
 from parity.model_folder import ModelFolder, read_model_folder
+from parity.records import CheckInputs, CheckRun, run_records
 from parity.report_files import check_report_paths, write_atomically
 
 PathLike = str | Path

@@ -16,10 +16,10 @@ import numpy as np
 
 from common.errors import InputError
 from common.versions import tool_versions
-from parity.check import CheckInputs, CheckRun, run_records
 from parity.gate import read_tolerances
 from parity.images import Photo, in_memory
 from parity.model_folder import MANIFEST, ModelFolder, read_model_folder
+from parity.records import CheckInputs, CheckRun, run_records
 from parity.report import build_report
 from parity.report_codec import encode
 from parity.report_types import Report

@@ -71,7 +71,7 @@ def test_help_imports_no_heavy_module(argv):
 
 def test_the_probe_sees_a_heavy_module():
     """The check above can fail: a module that imports torch is seen."""
-    found, _ = probe("parity", "--help", preload="parity.check")
+    found, _ = probe("parity", "--help", preload="parity.records")
     assert found["code"] == 0 and {"torch", "ncnn"} <= set(found["heavy"])
 
 

@@ -17,7 +17,6 @@ import pytest
 from click.testing import CliRunner
 
 from convert import convert_checkpoint
-from parity.check import CheckInputs, run_records
 from parity.cli import main
 from parity.gate import read_tolerances
 from parity.html_report import (
@@ -31,6 +30,7 @@ from parity.html_report import (
 )
 from parity.images import in_memory
 from parity.model_folder import read_model_folder
+from parity.records import CheckInputs, run_records
 from parity.report import build_report
 from parity.report_types import BandValues, Record, Report, StageFailed, StageRow
 from parity.synthetic import default_frames
