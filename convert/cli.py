@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.cli import OneLineCommand, one_line_errors, version_option
+from parity.targets import TARGETS
 
 if TYPE_CHECKING:
     from convert.pipeline import ConvertResult
@@ -43,10 +44,9 @@ PATH = click.Path(path_type=Path)
 @click.option("--input-size",
               help="Net input WxH, multiples of 32 [default: the target's, 320x256 for the "
                    "UnitV2, whose firmware feeds that].")
-@click.option("--target", metavar="NAME", default="unitv2", show_default=True,
-              help="Where the model runs, a target registered in parity/targets/ (e.g. "
-                   "ncnn-latest; a wrong name lists them): its ncnn (lint rules), blob names "
-                   "and model.json.")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="unitv2",
+              show_default=True, help="Where the model runs (parity/targets/): its ncnn "
+                                      "(lint rules), blob names and model.json.")
 @click.option("--fp16/--fp32", default=True, show_default=True,
               help="Store weights as fp16 (as pnnx does) or fp32.")
 @click.option("--stride64", type=click.Choice(["fold", "drop"]), default="fold",

@@ -12,19 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from heads.spec import NANODET_MEAN_BGR
-from parity.unitv2.decode import FirmwareObject, decode_levels
-from parity.unitv2.detection_line import json_line
-from parity.unitv2.geometry import Letterbox, firmware_letterbox
 from parity.unitv2.model_json import ModelJsonFormat
-from parity.unitv2.preprocess import preprocess_frame_ncnn, preprocess_frame_numpy
 
 if TYPE_CHECKING:  # pragma: no cover
     import ncnn
+    import numpy as np
 
     from parity.ncnn_tables import NcnnTables
+    from parity.unitv2.decode import FirmwareObject
+    from parity.unitv2.geometry import Letterbox
+
+# The emulation (numpy, torch for NMS) is imported where a device first uses it, so that
+# reading the registry (e.g. for --target's choices in --help) stays light.
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class Device:
     def letterbox(self, frame_w: int | None = None, frame_h: int | None = None) -> Letterbox:
         """The firmware's geometry for a frame (its camera's size when not given)."""
         width, height = self.frame_size
+        from parity.unitv2.geometry import firmware_letterbox
+
         return firmware_letterbox(width if frame_w is None else frame_w,
                                   height if frame_h is None else frame_h, self.net_long_side)
 
@@ -96,11 +98,15 @@ class Device:
     def preprocess(self, frame_bgr: np.ndarray, box: Letterbox) -> np.ndarray:
         """The frame as the firmware feeds it (numpy, bit-exact): 1x3xHxW float32."""
         norm = self.normalisation
+        from parity.unitv2.preprocess import preprocess_frame_numpy
+
         return preprocess_frame_numpy(frame_bgr, box, norm.mean_bgr, norm.norm_bgr)
 
     def preprocess_ncnn(self, frame_bgr: np.ndarray, box: Letterbox) -> ncnn.Mat:
         """The firmware's own ncnn calls (pip ncnn): the 3-D input Mat."""
         norm = self.normalisation
+        from parity.unitv2.preprocess import preprocess_frame_ncnn
+
         return preprocess_frame_ncnn(frame_bgr, box, norm.mean_bgr, norm.norm_bgr)
 
     def decode(self, cls_levels: Sequence[np.ndarray], dis_levels: Sequence[np.ndarray],
@@ -109,12 +115,16 @@ class Device:
 
         ``score_threshold``: a lower one to see more (parity compares down to 0.1)."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
+        from parity.unitv2.decode import decode_levels
+
         return decode_levels(list(cls_levels), list(dis_levels), box, strides=self.strides,
                              score_threshold=threshold, nms_iou=self.nms_iou)
 
     def json_line(self, objects: list[FirmwareObject], class_names: list[str]) -> str | None:
         """The line the firmware prints for ``objects`` (without its ending); None if empty."""
         fmt = self.json_line_format
+        from parity.unitv2.detection_line import json_line
+
         return json_line(objects, class_names, pool_bytes=fmt.pool_bytes,
                          running_name=fmt.running_name)
 

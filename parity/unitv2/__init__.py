@@ -8,25 +8,3 @@ reads). The device's numbers live in its target, ``parity.targets.unitv2``; thes
 functions take them as arguments. Source: m5stack UnitV2Framework
 ``main/object_recognition.cpp`` and the libraries it links (each module names its part).
 """
-
-from __future__ import annotations
-
-from parity.unitv2.arduinojson import format_float
-from parity.unitv2.decode import (
-    FirmwareObject,
-    Proposals,
-    firmware_nms,
-    firmware_sort_order,
-    generate_proposals,
-)
-from parity.unitv2.geometry import Letterbox
-
-__all__ = [
-    "FirmwareObject",
-    "Letterbox",
-    "Proposals",
-    "firmware_nms",
-    "firmware_sort_order",
-    "format_float",
-    "generate_proposals",
-]
