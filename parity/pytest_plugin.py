@@ -1,7 +1,8 @@
 """pytest integration of `parity`: gate a release in a test.
 
 Loaded in every pytest run of the environment through the `pytest11` entry point
-`nanodet_unitv2` (or explicitly: `pytest -p parity.pytest_plugin`), so importing it
+`nanodet_unitv2` (with PYTEST_DISABLE_PLUGIN_AUTOLOAD set: `-p nanodet_unitv2`;
+without the entry point: `-p parity.pytest_plugin`, never both), so importing it
 loads nothing heavy: no numpy, torch, onnx or ncnn until a check runs.
 
     from parity.pytest_plugin import assert_parity

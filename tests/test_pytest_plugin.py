@@ -85,7 +85,8 @@ class Run:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A user's project: the converted NanoDet-m, the same with cls/dis swapped in
-    model.json, two photos, a pytest.ini choosing the verify profile, the tests."""
+    model.json, two photos, a pytest.ini choosing the verify profile and a tolerances
+    file, the tests."""
     root = tmp_path_factory.mktemp("plugin")
     (root / "models").mkdir()
     good = root / "models" / "unitv2"
@@ -101,7 +102,9 @@ def project(tmp_path_factory) -> Path:
     images.mkdir()
     for name in ("astronaut.jpg", "coffee.jpg"):
         shutil.copy(IMAGES / name, images / name)
-    (root / "pytest.ini").write_text("[pytest]\nparity_profile = verify\n")
+    (root / "tolerances.toml").write_text("[detections]\nmax_edge_px = 7.5\n")
+    (root / "pytest.ini").write_text("[pytest]\nparity_profile = verify\n"
+                                     "parity_tolerances = tolerances.toml\n")
     (root / "test_release.py").write_text(GENERATED_TESTS.format(
         checkpoint=str(LEGACY_PTH), config=str(LEGACY_CFG), images=str(images),
         good=str(good), swapped=str(swapped), missing=str(root / "models" / "missing")))
@@ -138,7 +141,9 @@ def test_a_passing_check_passes(kept):
     report = json.loads(report_paths(kept, "test_good")["json"].read_text())
     assert_valid_report(report)
     assert report["gate"]["passed"] is True
-    assert report["tolerances"]["detections"]["min_iou"] == 0.95  # pytest.ini's verify profile
+    limits = report["tolerances"]["detections"]
+    assert limits["min_iou"] == 0.95  # pytest.ini's verify profile
+    assert limits["max_edge_px"] == 7.5  # pytest.ini's tolerances file
 
 
 def test_a_broken_folder_fails_listing_every_failing_check(kept):
