@@ -22,7 +22,9 @@ loads nothing heavy: no numpy, torch, onnx or ncnn until a check runs.
 * `assert_parity(report)`: fails the test, without a traceback, with the verdict, the
   blamed stage, every failing check with its value and limit, and the report paths.
 * Bad input (`parity.InputError`, or any one-line tool error) raised by `parity_check`
-  is reported as an ERROR of the test with its one line, `parity: error: FILE: problem`.
+  is reported as an ERROR of the test with its one line, `parity: error: FILE: problem`
+  (pytest's own `--junitxml` files anything a test body raises as a `<failure>`; its
+  message is that line).
 * Defaults for `parity_check`'s keyword arguments: ini options `parity_profile` and
   `parity_tolerances` (a path, relative to the ini file's folder), and the marker
   `@pytest.mark.parity(profile=..., tolerances=..., synthetic=..., ...)` over them;
