@@ -27,6 +27,7 @@ from tests.conftest import LEGACY_CFG, LEGACY_PTH
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
 HOOK = next(hook for hook in HOOKS if hook["id"] == "nanodet-unitv2-model-folders")
+UNCHANGED = next(hook for hook in HOOKS if hook["id"] == "nanodet-unitv2-model-folders-unchanged")
 FOLDER_FILES = ("manifest.json", "model.json", "model.param", "model.bin")
 
 
@@ -105,11 +106,13 @@ def test_the_files_pattern_selects_model_folder_files_only():
         assert re.search(pattern, path), path
     for path in ("README.md", "models/x/model.onnx", "model.json.bak", "model.param/x.txt"):
         assert not re.search(pattern, path), path
+    assert re.search(UNCHANGED["files"], "models/x/model.sim.onnx")
 
 
-def test_a_converted_folder_is_clean(repo, converted):
-    files = add_folder(repo, converted, "unitv2")
-    result = run_hook(HOOK, repo, ["README.md", "web/manifest.json", *files])
+@pytest.mark.parametrize("hook", HOOKS, ids=[hook["id"] for hook in HOOKS])
+def test_a_converted_folder_is_clean(repo, converted, hook):
+    files = add_folder(repo, converted, "unitv2") + ["models/unitv2/model.onnx"]
+    result = run_hook(hook, repo, ["README.md", "web/manifest.json", *files])
     assert result.returncode == 0, result.stdout + result.stderr
     assert error_lines(result) == [] and result.stderr == ""
 
@@ -179,3 +182,33 @@ def test_a_usage_error_is_one_line_exit_2(repo):
     result = run_hook({**HOOK, "args": ["--no-such-option"]}, repo, ["README.md"])
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "error:" in result.stderr
+
+
+def test_the_unchanged_hook_names_a_file_changed_since_convert(repo, converted):
+    renamed = edit_json("model.json", lambda doc: doc["className"].__setitem__(0, "human"))
+    files = add_folder(repo, converted, "renamed", renamed)
+    assert run_hook(HOOK, repo, files).returncode == 0  # still a valid folder
+    result = run_hook(UNCHANGED, repo, files)
+    assert result.returncode == 1
+    assert error_lines(result) == [("ERROR: models/renamed/model.json: changed since convert "
+                                   "wrote it (sha256 differs from manifest.json's "
+                                   "files.model.json): the manifest's verification is not "
+                                   "about this file")]
+
+
+def test_an_absent_onnx_file_is_no_change(repo, converted):
+    def without_onnx(folder: Path) -> None:
+        (folder / "model.onnx").unlink()
+        (folder / "model.sim.onnx").unlink()
+
+    result = run_hook(UNCHANGED, repo, add_folder(repo, converted, "slim", without_onnx))
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_manifest_without_sha256_map_is_one_line(repo, converted):
+    files = add_folder(repo, converted, "nomap",
+                       edit_json("manifest.json", lambda doc: doc.update(files=["model.bin"])))
+    result = run_hook(UNCHANGED, repo, files)
+    assert result.returncode == 1
+    assert error_lines(result) == [("ERROR: models/nomap/manifest.json: files: must map file "
+                                   "names to sha256 hex digests")]
