@@ -22,11 +22,13 @@ import numpy as np
 
 from common.errors import InputError
 from heads.untrusted import open_regular
+from parity.baseline import with_baseline
 from parity.folder_check import IN_MEMORY_SOURCE, FolderCheck, report_of_run
 from parity.gate import read_tolerances
 from parity.images import IMAGE_SUFFIXES, LazyFrames, Photo, UnusableImage, in_memory, photos_in
 from parity.model_folder import ModelFolder, read_model_folder
 from parity.records import CheckInputs, CheckRun, run_records
+from parity.report import read_report
 from parity.report_files import check_report_paths, write_atomically
 
 PathLike = str | Path
@@ -79,7 +81,8 @@ def check(checkpoint: PathLike, model_dir: PathLike, images: PathLike | Frames |
           tolerances: PathLike | None = None, *, config: PathLike | None = None,
           profile: str | None = None, only: Iterable[str] | None = None, workers: int = 1,
           synthetic: int = 20, strict: bool = False, shard: tuple[int, int] | None = None,
-          blame: bool = False, progress: Progress | None = None) -> ParityReport:
+          blame: bool = False, baseline: PathLike | None = None,
+          progress: Progress | None = None) -> ParityReport:
     """Compare `model_dir` (made by `convert`) with `checkpoint` on identical inputs.
 
     `images`: a folder of photos, or (name, BGR image) pairs; None for the bundled
@@ -87,13 +90,17 @@ def check(checkpoint: PathLike, model_dir: PathLike, images: PathLike | Frames |
     a TOML file over the shipped defaults, `profile` one of its [profiles.NAME]
     tables. `only` limits the stages run beside the reference; `shard` (i, N)
     keeps every N-th image from the i-th; `blame` names the first NCNN layer
-    departing from ONNX; `strict` makes an unusable image an error.
+    departing from ONNX; `strict` makes an unusable image an error; `baseline`
+    (a JSON report of an earlier run on the same images) adds each stage's drift
+    from it, gated by the tolerances' [baseline] limits (parity/baseline.py).
     """
     checkpoint, model_dir = Path(checkpoint), Path(model_dir)
     config_path = Path(config) if config is not None else None
     tolerance_path = Path(tolerances) if tolerances is not None else None
     limits = read_tolerances(tolerance_path, profile)
     open_regular(checkpoint, "checkpoint").close()  # a FIFO or device is refused unread
+    baseline_path = Path(baseline) if baseline is not None else None
+    earlier = read_report(baseline_path) if baseline_path is not None else None
     folder = read_model_folder(model_dir)
     photos, source = chosen_photos(images, synthetic, strict)
     photos = select_shard(photos, shard)
@@ -102,13 +109,15 @@ def check(checkpoint: PathLike, model_dir: PathLike, images: PathLike | Frames |
     run = run_records(inputs, photos, workers, progress)
     refuse_empty_or_skipped(run, images, strict)
     report = report_of_run(checkpoint, folder, run, source, limits, shard)
+    if earlier is not None:
+        report = with_baseline(report, earlier, baseline_path)
     frames = LazyFrames(photos)
     if blame:
         from parity.report import plain_json
 
         report = replace(report, blame=plain_json(
             blame_summary(folder, frames[report.records[0].image])))
-    read = [p for p in (checkpoint, model_dir, config_path, tolerance_path) if p]
+    read = [p for p in (checkpoint, model_dir, config_path, tolerance_path, baseline_path) if p]
     if isinstance(images, (str, Path)):
         read.append(Path(images))
     return ParityReport(report, frames, tuple(read))

@@ -26,7 +26,7 @@ from parity.report_files import check_report_paths
 
 if TYPE_CHECKING:
     from parity.api import ParityReport
-    from parity.report_types import Report
+    from parity.report_types import Drift, Gate, Report
 
 PATH = click.Path(path_type=Path)
 
@@ -103,24 +103,28 @@ def _outputs(result: ParityReport, json_path: Path | None, junit: Path | None,
 @click.option("--shard", help="Run only shard i of N (i/N), for `parity merge`.")
 @click.option("--blame", is_flag=True, help="Find the first NCNN layer departing from ONNX.")
 @click.option("--strict", is_flag=True, help="Unreadable images fail the check.")
+@click.option("--baseline", type=PATH, help="JSON report of an earlier run on the same images: "
+              "also gate each stage's drift from it (tolerances' [baseline]).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @one_line_errors("parity")
 def check(checkpoint: Path, model_dir: Path, images: Path | None, synthetic: int,
           config: Path | None, tolerances: Path | None, profile: str | None,
           json_path: Path | None,
           junit: Path | None, html: Path | None, workers: int, shard: str | None, blame: bool,
-          strict: bool, quiet: bool) -> None:
+          strict: bool, baseline: Path | None, quiet: bool) -> None:
     """Compare MODEL_DIR (made by `convert`) with CHECKPOINT on identical inputs."""
     from parity.api import check as check_folder
 
     console = stderr_console()
     check_report_paths({"--json": json_path, "--junit": junit, "--html": html},
-                       [p for p in (checkpoint, model_dir, config, tolerances, images) if p])
+                       [p for p in (checkpoint, model_dir, config, tolerances, images, baseline)
+                        if p])
     shard_of = parse_shard(shard)
     with progress_bar(console, quiet) as progress:
         result = check_folder(checkpoint, model_dir, images, tolerances, config=config,
                               profile=profile, workers=workers, synthetic=synthetic,
-                              strict=strict, shard=shard_of, blame=blame, progress=progress)
+                              strict=strict, shard=shard_of, blame=blame, baseline=baseline,
+                              progress=progress)
     sys.exit(_outputs(result, json_path, junit, html, console))
 
 
@@ -150,13 +154,66 @@ def progress_bar(console: Console, quiet: bool) -> Iterator[Callable[[int, int],
 @click.option("-o", "--output", type=PATH, required=True, help="Merged JSON report.")
 @click.option("--junit", type=PATH, help="Write JUnit XML here.")
 @click.option("--html", type=PATH, help="Write the HTML report here.")
+@click.option("--baseline", type=PATH, help="JSON report of an earlier run on the same images: "
+              "also gate the merged run's drift from it.")
 @one_line_errors("parity")
-def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None) -> None:
+def merge(reports: tuple[Path, ...], output: Path, junit: Path | None, html: Path | None,
+          baseline: Path | None) -> None:
     """Join shard REPORTS into one report; gates like `check`."""
     from parity.api import ParityReport
+    from parity.baseline import merge_baseline
     from parity.report import merge_reports, read_report
 
-    check_report_paths({"-o": output, "--junit": junit, "--html": html}, reports)
-    merged = merge_reports([(path, read_report(path)) for path in reports])
-    sys.exit(_outputs(ParityReport(merged, inputs=tuple(reports)), output, junit, html,
+    inputs = (*reports, baseline) if baseline else reports
+    check_report_paths({"-o": output, "--junit": junit, "--html": html}, inputs)
+    shards = [(path, read_report(path)) for path in reports]
+    merged = merge_baseline(merge_reports(shards), shards, baseline)
+    sys.exit(_outputs(ParityReport(merged, inputs=tuple(inputs)), output, junit, html,
                       stderr_console()))
+
+
+@main.command()
+@click.argument("before", type=PATH)
+@click.argument("after", type=PATH)
+@click.option("-o", "--output", type=PATH, help="Write the diff as JSON here "
+              "(schema nanodet-unitv2/parity-diff).")
+@click.option("--tolerances", type=PATH, help="TOML overriding the default tolerances "
+              "(its [baseline] limits gate the drift).")
+@click.option("--profile", help="Apply the tolerances' [profiles.NAME] table.")
+@one_line_errors("parity")
+def diff(before: Path, after: Path, output: Path | None, tolerances: Path | None,
+         profile: str | None) -> None:
+    """What changed from report BEFORE to report AFTER (same images): new, lost and shifted
+    detections per stage, one line each on stdout; exit 1 if beyond the [baseline] limits."""
+    from parity.baseline import diff_reports
+    from parity.drift_report import change_lines, drift_table, sides_line
+    from parity.gate import read_tolerances
+    from parity.report import read_report, write_document
+    from parity.report_files import write_atomically
+
+    check_report_paths({"-o": output}, [p for p in (before, after, tolerances) if p])
+    limits = read_tolerances(tolerances, profile)
+    later = read_report(after)
+    document = diff_reports((before, read_report(before)), (after, later), limits)
+    console = stderr_console()
+    console.print(sides_line(document.drift), highlight=False, markup=False)
+    console.print(drift_table(document.drift, document.gate.checks,
+                              [row.name for row in later.stages]))
+    names = later.model_folder.class_names or ()
+    for line in change_lines(document.drift.changes, names):
+        click.echo(line)
+    if output is not None:
+        write_atomically(output, lambda target: write_document(document, target))
+        click.echo(f"json: {output}")
+    click.echo(diff_verdict_line(document.gate, document.drift))
+    sys.exit(EXIT_OK if document.gate.passed else EXIT_CHECK_FAILED)
+
+
+def diff_verdict_line(gate: Gate, drift: Drift) -> str:
+    """The diff's verdict in one line: no drift beyond the limits, or where it starts."""
+    changes = f"{len(drift.changes)} changed detections"
+    if gate.passed:
+        return f"parity diff: within the baseline limits ({changes})"
+    failed = sum(not check.passed for check in gate.checks)
+    return (f"parity diff: DRIFT, first drifting stage: {gate.blamed_stage} ({failed} of "
+            f"{len(gate.checks)} checks failed; {changes})")

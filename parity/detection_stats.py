@@ -7,6 +7,7 @@ and `low` (below 0.2), where conversions legitimately differ more.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,12 @@ def band_of(score: float) -> str:
         if low <= score < high:
             return name
     return "low"
+
+
+def class_name(label: Any, names: Sequence[str]) -> str:
+    """The class name of a detection's label, or `class N` when the names lack it."""
+    index = int(label)
+    return names[index] if 0 <= index < len(names) else f"class {index}"
 
 
 def detections_to_list(found: Detections) -> list[list[float]]:

@@ -13,6 +13,7 @@ from common.errors import InputError
 from parity.layouts import Layout
 from parity.report_types import (
     Check,
+    Drift,
     Gate,
     ShapeMismatchFigures,
     StageFigures,
@@ -30,8 +31,9 @@ from parity.tolerance_types import (
     check_tolerance_data,
 )
 
-__all__ = ["FRACTIONS", "PROFILES", "compared_blobs", "default_tolerances", "evaluate",
-           "load_tolerances", "read_tolerances", "stage_check_limits", "stage_checks"]
+__all__ = ["FRACTIONS", "PROFILES", "baseline_checks", "compared_blobs", "default_tolerances",
+           "evaluate", "load_tolerances", "read_tolerances", "stage_check_limits",
+           "stage_checks", "verdict"]
 
 PROFILES = "profiles"  # [profiles.<name>]: the same keys again, applied with --profile <name>
 
@@ -276,15 +278,46 @@ def _input_check(row: StageRow, figures: StageFigures, limits: Limits) -> Check:
     return _at_least(row.name, name, figures.identical_input_fraction, limit)
 
 
-def evaluate(summary: dict[str, StageFigures], tolerances: Tolerances,
-             stages: list[StageRow]) -> Gate:
-    """Every check of every stage of the stage table (skipped where it cannot be computed,
-    e.g. a stage that did not run), the verdict, and the first failing stage in the
-    table's (pipeline) order."""
-    blobs = compared_blobs(summary, stages)
-    checks = [c for row in stages
-              for c in stage_checks(row, summary.get(row.name), tolerances, stages, blobs)]
+def baseline_checks(stage: str, drift: Drift, tolerances: Tolerances) -> list[Check]:
+    """The checks of a stage against the baseline: the same names whatever happened,
+    skipped with the reason when the stage was not compared."""
+    limits = tolerances.limits(stage).baseline
+    named = [("baseline.new", limits.max_new), ("baseline.lost", limits.max_lost),
+             ("baseline.min_iou", limits.min_iou),
+             ("baseline.max_score_shift", limits.max_score_shift),
+             ("baseline.max_edge_px", limits.max_edge_px),
+             ("baseline.label_changes", limits.max_label_changes)]
+    figures = drift.stages.get(stage)
+    reason = drift.not_compared.get(stage, "not compared")
+    if figures is not None and not figures.images:
+        reason = f"not compared: the stage failed on every image in one of the runs " \
+                 f"({figures.not_compared})"
+    if figures is None or not figures.images:
+        return [_skipped(stage, name, limit, reason) for name, limit in named]
+    values = [figures.new, figures.lost, figures.min_iou, figures.max_score_shift,
+              figures.max_edge_px, figures.label_changes]
+    return [(_at_least if name == "baseline.min_iou" else _at_most)(stage, name, value, limit)
+            for (name, limit), value in zip(named, values)]
+
+
+def verdict(checks: list[Check], stages: list[StageRow]) -> Gate:
+    """The gate of `checks`: passed, and the failing stages in the table's order."""
     failing = {c.stage for c in checks if not c.passed}
     in_order = [row.name for row in stages if row.name in failing]
     return Gate(passed=not failing, blamed_stage=in_order[0] if in_order else None,
                 failing_stages=in_order, checks=checks)
+
+
+def evaluate(summary: dict[str, StageFigures], tolerances: Tolerances,
+             stages: list[StageRow], drift: Drift | None = None) -> Gate:
+    """Every check of every stage of the stage table (skipped where it cannot be computed,
+    e.g. a stage that did not run), each followed by its baseline checks when there is
+    a `drift`; the verdict, and the first failing stage in the table's (pipeline) order."""
+    blobs = compared_blobs(summary, stages)
+    checks = []
+    for row in stages:
+        checks += stage_checks(row, summary.get(row.name), tolerances, stages, blobs)
+        if drift is not None:
+            checks += baseline_checks(row.name, drift, tolerances)
+    return verdict(checks, stages)
+

@@ -17,7 +17,8 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-from parity.detection_stats import BANDS, band_of
+from parity.detection_stats import BANDS, band_of, class_name
+from parity.drift_report import change_lines, sides_line
 from parity.gate import evaluate
 from parity.images import LazyFrames, PhotoFile, in_memory
 from parity.report_types import (
@@ -255,6 +256,39 @@ def stage_table(report: Report) -> str:
             + f"</tr></thead><tbody>{rows}</tbody></table></div>{listing}</section>")
 
 
+def baseline_section(report: Report, names: Sequence[str]) -> str:
+    """The drift from the baseline (`--baseline`): the runs, a row per stage, the changes."""
+    drift = report.baseline
+    if drift is None:
+        return ""
+    failing = {c.stage for c in report.gate.checks
+               if c.check.startswith("baseline.") and not c.passed}
+    head = ("stage", "status", "images", "shown before→after", "new", "lost", "relabelled",
+            "min IoU", "max |Δscore|", "max edge px")
+    rows = []
+    for stage in report.stages:
+        figures = drift.stages.get(stage.name)
+        if figures is None:
+            reason = drift.not_compared.get(stage.name, "not compared")
+            rows.append(f'<tr class="skipped"><td>{esc(stage.name)}</td>'
+                        f'<td colspan="9">{esc(reason)}</td></tr>')
+            continue
+        cells = ("DRIFT" if stage.name in failing else "ok", figures.images,
+                 f"{figures.before}→{figures.after}", figures.new, figures.lost,
+                 figures.label_changes, fmt(figures.min_iou), fmt(figures.max_score_shift),
+                 fmt(figures.max_edge_px))
+        status = ' class="bad"' if stage.name in failing else ""
+        rows.append(f"<tr><td>{esc(stage.name)}</td><td{status}>{esc(cells[0])}</td>"
+                    + "".join(f"<td>{esc(v)}</td>" for v in cells[1:]) + "</tr>")
+    changes = "".join(f"<li>{esc(line)}</li>" for line in change_lines(drift.changes, names))
+    listing = f'<ul class="issues">{changes}</ul>' if changes else \
+        '<p class="okline">no detection changed beyond the baseline limits</p>'
+    return (f'<section><h2>Drift from the baseline</h2><p class="note">'
+            f'{esc(sides_line(drift))}</p><div class="scroll"><table class="stages"><thead>'
+            '<tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{listing}</section>')
+
+
 def ran_slots(report: Report) -> list[Slot]:
     """Stages that ran, in table order; the first is the reference."""
     return [Slot(i, s.name, esc(s.colour)) for i, s in enumerate(report.stages)
@@ -397,12 +431,6 @@ def histograms(report: Report) -> str:
 
 
 # ----------------------------------------------------------------------------- images
-
-def class_name(label: Any, names: Sequence[str]) -> str:
-    """The class name of a detection's label, or `class N` when the names lack it."""
-    index = int(label)
-    return names[index] if 0 <= index < len(names) else f"class {index}"
-
 
 def report_class_names(report: Report, given: Sequence[str] | None) -> Sequence[str]:
     """`given`, else the report's own (model_folder.class_names)."""
@@ -800,7 +828,8 @@ def render_html(report: Report, frames: Frames,
     return ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>{esc(title)}</title><style>{page_css(len(report.stages))}</style>'
-            f'</head><body>{header_html(report)}{stage_table(report)}{histograms(report)}'
+            f'</head><body>{header_html(report)}{stage_table(report)}'
+            f'{baseline_section(report, names)}{histograms(report)}'
             f'{images_section(report, frames, names)}<footer>{esc(report.schema)} v'
             f'{esc(report.schema_version)}</footer></body></html>\n')
 

@@ -1,11 +1,11 @@
 """The parity report: a versioned JSON document, and its terminal form (JUnit: parity.junit,
 re-exported here as `write_junit`).
 
-Schema `nanodet-unitv2/parity-report`, version 1 (the types of parity.report_types;
+Schema `nanodet-unitv2/parity-report`, version 3 (the types of parity.report_types;
 JSON Schema in parity/data/report.schema.json): tool, checkpoint, model_folder,
 images, stages (the stage table), tolerances, records (per image), summary (per
 stage, computed from records), gate (checks, verdict, blamed stage) and, with
---blame, blame.
+--blame, blame; with --baseline, baseline (the drift from an earlier report).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.errors import InputError
+from parity.drift_report import print_drift
 from parity.gate import evaluate
 from parity.json_shape import ShapeError
 from parity.junit import write_junit
@@ -79,8 +80,13 @@ def _typed(kind: type, value: Any, at: str) -> Any:
     return value if isinstance(value, kind) else decode_part(kind, value, at)
 
 
+def write_document(document: Any, path: Path) -> None:
+    """A typed document (a report, a diff) as JSON, keys in declaration order."""
+    path.write_text(json.dumps(encode(document), indent=1, sort_keys=False) + "\n")
+
+
 def write_json(report: Report, path: Path) -> None:
-    path.write_text(json.dumps(encode(report), indent=1, sort_keys=False) + "\n")
+    write_document(report, path)
 
 
 def read_report(path: Path) -> Report:
@@ -247,4 +253,7 @@ def print_summary(report: Report, console: Console) -> None:
                           f"{_fmt(check.value)} (limit {_fmt(check.limit)})")
     if report.blame:
         console.print(f"blame: {report.blame.get('summary', '')}")
+    if report.baseline is not None:
+        print_drift(report.baseline, gate.checks, [s.name for s in report.stages],
+                    report.model_folder.class_names or (), console)
     # the verdict line itself goes to stdout (parity/cli.py)

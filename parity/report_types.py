@@ -1,6 +1,6 @@
 """The parity report and its tolerances as types (encoded and decoded by parity.report_codec).
 
-Schema `nanodet-unitv2/parity-report`, version 1: field order here is the key
+Schema `nanodet-unitv2/parity-report`, version 3 (and `parity diff`'s document): field order here is the key
 order of the JSON document; fields made with `absent()` may be missing.
 Measured figures may be inf or nan (written as strings); indices into detection
 lists must point into them; histograms have the fixed bins. `check_shape(at)` states
@@ -21,7 +21,9 @@ from parity.tensor_stats import HIST_EDGES
 from parity.tolerance_types import Tolerances
 
 SCHEMA = "nanodet-unitv2/parity-report"
-SCHEMA_VERSION = 2  # 2: the stage table (order, reference, compared_with, checks, colour)
+SCHEMA_VERSION = 3  # 2: the stage table; 3: baseline (drift from an earlier report)
+DIFF_SCHEMA = "nanodet-unitv2/parity-diff"
+DIFF_SCHEMA_VERSION = 1
 HIST_BINS = len(HIST_EDGES) - 1
 LayoutName = Literal["native", "legacy", "plus-native"]  # parity.layouts.Layout
 ExtraCheck = Literal["device_input", "json_lines"]  # parity.stage_registry.EXTRA_CHECKS
@@ -315,6 +317,67 @@ class Gate:
     checks: list[Check]
 
 
+# ----------------------------------------------------------------------------- baseline
+
+@dataclass(frozen=True, kw_only=True)
+class RunSide:
+    """One side of a comparison of two runs: its report and what made it."""
+
+    report: str  # the report's file name; "this run" for the run being checked
+    checkpoint_sha256: str | None
+    manifest_sha256: str | None
+    tool: dict[str, Any]
+    images: Count
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """A shown detection (score >= 0.4 on either side) that changed on one image: `new`
+    and `lost` have no partner on the other side, `relabelled` changed class, `moved`
+    shifted beyond a limit of its stage. `score_shift` is after - before."""
+
+    stage: str
+    image: str
+    kind: Literal["new", "lost", "relabelled", "moved"]
+    before: DetectionRow | None
+    after: DetectionRow | None
+    iou: Figure | None
+    score_shift: Figure | None
+    edge_px: Figure | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageDrift:
+    """One stage over the images it ran on in both runs; pairs are those either side
+    shows (score >= 0.4); with no pair, min_iou is 1 and the shifts 0."""
+
+    images: Count
+    not_compared: Count  # images where the stage failed in either run
+    before: Count  # shown detections of the baseline
+    after: Count  # shown detections of this run
+    matched: Count
+    new: Count
+    lost: Count
+    label_changes: Count
+    min_iou: Figure
+    max_score_shift: Figure
+    max_edge_px: Figure
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drift:
+    """What changed from a baseline report to this run, stage by stage, on the same
+    frames (paired by sha256). `not_compared` says why a stage has no figures."""
+
+    baseline: RunSide
+    current: RunSide
+    same_checkpoint: bool
+    changed_versions: dict[str, tuple[str | None, str | None]]  # library -> (before, after)
+    stages: dict[str, StageDrift]
+    not_compared: dict[str, str]
+    changes: list[Change]
+
+
 # ----------------------------------------------------------------------------- report
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,7 +408,7 @@ class Report:
     """A `parity check` (or merged) report."""
 
     schema: Literal["nanodet-unitv2/parity-report"]
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     tool: dict[str, Any]
     checkpoint: Checkpoint
     model_folder: ModelFolderEntry
@@ -357,6 +420,7 @@ class Report:
     gate: Gate
     blame: dict[str, Any] | None = field(default=None, metadata=ABSENT)
     timing: Timing | None = field(default=None, metadata=ABSENT)
+    baseline: Drift | None = field(default=None, metadata=ABSENT)
 
     def check_shape(self, at: str) -> None:
         """The stage table, tolerances of its stages, records of stages that ran, one
@@ -380,3 +444,14 @@ class Report:
             if record.image in seen:
                 raise ShapeError("records", f"image {record.image!r} is listed twice")
             seen.add(record.image)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffDocument:
+    """`parity diff A B`: the drift from report A to report B and its gate."""
+
+    schema: Literal["nanodet-unitv2/parity-diff"]
+    schema_version: Literal[1]
+    tolerances: Tolerances
+    drift: Drift
+    gate: Gate

@@ -48,7 +48,21 @@ class InputLimits:
     max_device_input_diff: float
 
 
-SECTION_TYPES = {"detections": DetectionLimits, "tensors": TensorLimits, "inputs": InputLimits}
+@dataclass(frozen=True, kw_only=True)
+class BaselineLimits:
+    """Each stage against the same stage of a baseline report (`--baseline`, `parity diff`),
+    on detections either side shows (score >= 0.4)."""
+
+    max_new: float
+    max_lost: float
+    min_iou: float
+    max_score_shift: float
+    max_edge_px: float
+    max_label_changes: float
+
+
+SECTION_TYPES = {"detections": DetectionLimits, "tensors": TensorLimits, "inputs": InputLimits,
+                 "baseline": BaselineLimits}
 
 
 class ToleranceProblem(Exception):
@@ -121,6 +135,7 @@ class Limits:
     detections: DetectionLimits
     tensors: TensorLimits
     inputs: InputLimits
+    baseline: BaselineLimits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +145,7 @@ class Tolerances:
     detections: DetectionLimits
     tensors: TensorLimits
     inputs: InputLimits
+    baseline: BaselineLimits
     stages: dict[str, dict[str, dict[str, float]]] = field(default=None, metadata=ABSENT)  # stage -> section -> key
 
     @classmethod
