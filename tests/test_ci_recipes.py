@@ -254,9 +254,9 @@ def gate_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
     return work, run_gate(work)
 
 
-def run_gate(work: Path, *args: str, release_dir: str = "build/release"
-             ) -> subprocess.CompletedProcess:
-    env = {**os.environ, **GATE_ENV, "RELEASE_DIR": release_dir}
+def run_gate(work: Path, *args: str, release_dir: str = "build/release",
+             **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **GATE_ENV, "RELEASE_DIR": release_dir, **extra_env}
     return subprocess.run(["bash", "examples/ci/release-gate.sh", *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
@@ -303,6 +303,26 @@ def test_recipes_parity_steps_exit_1_on_a_broken_folder(gate_run, tmp_path) -> N
         result = run_bash(script, work, {**env, "MODEL_DIR": str(broken)})
         assert result.returncode == 1, f"{label}: {result.stderr[-3000:]}"
         assert "parity: FAIL" in result.stdout
+
+
+def test_release_gate_gates_the_drift_from_the_last_release(gate_run, tmp_path) -> None:
+    """BASELINE: the last release's report; the same folder again shows no drift, the
+    swapped one drifts (and fails parity) on the device stage."""
+    work, _ = gate_run
+    last = tmp_path / "last-release.json"
+    shutil.copy(work / "build" / "release" / "parity.json", last)
+    model = work / "build" / "release" / "model"
+    again = run_gate(work, str(model), release_dir=str(tmp_path / "again"), BASELINE=str(last))
+    assert again.returncode == 0, again.stderr[-3000:]
+    report = json.loads((tmp_path / "again" / "parity.json").read_text())
+    assert report["baseline"]["same_checkpoint"] and not report["baseline"]["changes"]
+    broken = swapped_cls_dis_copy(model, tmp_path / "broken")
+    drifted = run_gate(work, str(broken), release_dir=str(tmp_path / "drift"),
+                       BASELINE=str(last))
+    assert drifted.returncode == 1, drifted.stderr[-3000:]
+    checks = json.loads((tmp_path / "drift" / "parity.json").read_text())["gate"]["checks"]
+    assert any(c["stage"] == "device" and c["check"].startswith("baseline.")
+               and not c["passed"] for c in checks)
 
 
 def test_release_gate_exits_2_on_a_missing_folder(gate_run, tmp_path) -> None:

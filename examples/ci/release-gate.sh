@@ -12,6 +12,8 @@
 #   PROFILE     tolerance profile      [verify: convert's own limits]
 #   SYNTHETIC   synthetic frames       [20; tests use fewer for CI time]
 #   WORKERS     processes              [2]
+#   BASELINE    the last release's parity.json (kept outside RELEASE_DIR): also
+#               gate each stage's drift from it, on the same images  [none]
 # Exit codes: 0 may ship; 1 parity failed (see $RELEASE_DIR/parity.html) or
 # convert's verification failed; 2 bad input or a convert stage error;
 # anything else (130 Ctrl-C, 143 SIGTERM) as the tool exited.
@@ -48,9 +50,14 @@ else
   fi
 fi
 
+baseline=()
+if [[ -n "${BASELINE:-}" ]]; then
+  baseline=(--baseline "$BASELINE")
+fi
+
 # --strict: a photo that cannot be read fails the gate instead of being skipped.
 parity check "$CKPT" "$model_dir" --config "$CONFIG" --profile "$PROFILE" --strict \
-  --synthetic "$SYNTHETIC" --workers "$WORKERS" \
+  --synthetic "$SYNTHETIC" --workers "$WORKERS" "${baseline[@]}" \
   --json "$RELEASE_DIR/parity.json" --junit "$RELEASE_DIR/parity.xml" \
   --html "$RELEASE_DIR/parity.html"
 parity_status=$?
