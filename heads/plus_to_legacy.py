@@ -14,6 +14,7 @@ is kept to few layers: each small ncnn layer costs microseconds of overhead.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -28,6 +29,7 @@ from heads.spec import ArchSpec
 
 DISTRIBUTION_FLOOR = 1e-7  # probability of the unused bins (log: -16.1)
 FOLD_SHARPNESS = 1e4  # score margins below 1e-4 blend the two predictions
+HALF_STRIDE = 0.5  # the firmware's cell centre lies this far right of and below Plus's
 
 Stride64 = Literal["fold", "drop"]
 
@@ -281,21 +283,54 @@ class PlusToLegacy(nn.Module):
         return tuple(outputs)
 
 
+@dataclass(frozen=True)
+class ClampedCell:
+    """A cell scoring >= the threshold whose right or bottom edge lies less than half a
+    stride past its Plus centre: the legacy layout shows that edge at the firmware's
+    centre, (x+0.5)*stride, instead (a box must contain the firmware's cell centre)."""
+
+    level: int  # index into the levels (strides 8, 16, 32)
+    cell: int  # row-major cell index
+    stride: int
+    right: float  # Plus distances from the cell's centre, in strides
+    bottom: float
+
+    @property
+    def sides(self) -> dict[str, float]:
+        """The clamped sides with their Plus distances (strides)."""
+        return {side: d for side, d in (("right", self.right), ("bottom", self.bottom))
+                if d < HALF_STRIDE}
+
+    @property
+    def shift(self) -> float:
+        """Net-input pixels the worst clamped edge moves outwards."""
+        return (HALF_STRIDE - min(self.right, self.bottom)) * self.stride
+
+
+def clamped_cells(levels: list[LevelOutput], threshold: float = 0.4) -> list[ClampedCell]:
+    """Cells of strides 8..32 scoring >= `threshold` that the rewrite clamps (see ClampedCell)."""
+    found = []
+    for index, level in enumerate(levels[:3]):
+        hot = np.flatnonzero(level.cls.max(1) >= threshold)
+        if hot.size == 0:
+            continue
+        dist = expected_distances(level.dis[hot])
+        for cell, (right, bottom) in zip(hot, dist[:, 2:]):
+            if min(right, bottom) < HALF_STRIDE:
+                found.append(ClampedCell(index, int(cell), level.stride, float(right),
+                                         float(bottom)))
+    return found
+
+
 def rewrite_residuals(levels: list[LevelOutput], threshold: float = 0.4) -> dict[str, int]:
     """How often the Plus-to-legacy rewrite meets its limits on one image.
 
     `levels` are LevelOutputs of the Plus head (strides 8..64). Counts cells
-    scoring >= `threshold`: `clamped`, whose right or bottom edge lies less than
-    half a stride past the Plus centre (shown at the firmware centre instead);
-    `competing`, stride-32 cells that a stride-64 prediction would also claim
-    (the higher score wins the cell).
+    scoring >= `threshold`: `clamped` (see `clamped_cells`); `competing`,
+    stride-32 cells that a stride-64 prediction would also claim (the higher
+    score wins the cell).
     """
-    clamped = 0
-    for level in levels[:3]:
-        hot = level.cls.max(1) >= threshold
-        if hot.any():
-            dist = expected_distances(level.dis[hot])
-            clamped += int(((dist[:, 2] < 0.5) | (dist[:, 3] < 0.5)).sum())
+    clamped = len(clamped_cells(levels, threshold))
     competing = 0
     if len(levels) > 3:
         s32, s64 = levels[2], levels[3]
