@@ -77,7 +77,7 @@ def head_blobs(param: Path, channels: int) -> list[str]:
             if layer.type == "Convolution" and layer.get(0) == str(channels)]
 
 
-def _tail_runner(param: Path, weights: Path, input_name: str, outputs: list[str], fp16: bool,
+def tail_runner(param: Path, weights: Path, input_name: str, outputs: list[str], fp16: bool,
                  channels: int) -> Callable[[], float]:
     """ms of only the layers after the head's last convolutions, their outputs fed in.
 
@@ -121,7 +121,7 @@ def paired_overhead_percent(rounds: dict[str, list[float]], model: str, base: st
     return round(100 * (statistics.median(ratios) - 1), 2)
 
 
-def _head_channels(manifest: dict) -> int:
+def head_channels(manifest: dict) -> int:
     head = manifest["architecture"]["head"]
     return head["num_classes"] + 4 * (head["reg_max"] + 1)
 
@@ -169,7 +169,7 @@ def main() -> None:
             if label.startswith("nanodet-plus-m"):  # identical layers: the instance spread
                 models[f"{label} [{weights} weights] up to head"] = (
                     out / "model.param", out / "model.bin", manifest["input"]["name"],
-                    head_blobs(out / "model.param", _head_channels(manifest)))
+                    head_blobs(out / "model.param", head_channels(manifest)))
         for mode in ("fp32", "fp16"):
             rounds = latency_rounds(models, args.runs, mode == "fp16")
             for label, per_round in rounds.items():
@@ -184,7 +184,7 @@ def main() -> None:
                     f"{weights} weights", {})[mode] = paired_overhead_percent(
                         rounds, f"{legacy} up to head", f"{native} up to head")
                 tails = interleaved_rounds(
-                    {label: _tail_runner(*models[label], mode == "fp16", _head_channels(
+                    {label: tail_runner(*models[label], mode == "fp16", head_channels(
                         folders[(label.split(" [")[0], weights)][1])) for label in (legacy, native)},
                     args.runs)
                 tail = {label: statistics.median(t) for label, t in tails.items()}

@@ -206,6 +206,10 @@ def compare_reports(baseline: Report, current: Report, tolerances: Tolerances,
                 tally.not_compared += 1
         stages[row.name] = tally.figures()
         changes += tally.changes
+    current_names = {row.name for row in current.stages}
+    for row in baseline.stages:
+        if row.name not in current_names:
+            not_compared[row.name] = "only a stage of the baseline"
     return Drift(baseline=run_side(baseline, names[0]), current=run_side(current, names[1]),
                  same_checkpoint=baseline.checkpoint.sha256 == current.checkpoint.sha256,
                  changed_versions=changed_versions(baseline.tool, current.tool),

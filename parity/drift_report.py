@@ -75,7 +75,8 @@ def drift_table(drift: Drift, checks: list[Check], stage_names: Sequence[str]) -
     for column in ("stage", "verdict", "images", "shown before->after", "new", "lost",
                    "relabelled", "min IoU", "max dscore", "max edge px"):
         table.add_column(column, no_wrap=True)
-    for name in stage_names:
+    others = [name for name in drift.not_compared if name not in stage_names]
+    for name in [*stage_names, *others]:
         figures = drift.stages.get(name)
         if figures is None:
             reason = drift.not_compared.get(name, "not compared")

@@ -266,19 +266,20 @@ def baseline_section(report: Report, names: Sequence[str]) -> str:
     head = ("stage", "status", "images", "shown before→after", "new", "lost", "relabelled",
             "min IoU", "max |Δscore|", "max edge px")
     rows = []
-    for stage in report.stages:
-        figures = drift.stages.get(stage.name)
+    stage_names = [stage.name for stage in report.stages]
+    for name in [*stage_names, *(n for n in drift.not_compared if n not in stage_names)]:
+        figures = drift.stages.get(name)
         if figures is None:
-            reason = drift.not_compared.get(stage.name, "not compared")
-            rows.append(f'<tr class="skipped"><td>{esc(stage.name)}</td>'
+            reason = drift.not_compared.get(name, "not compared")
+            rows.append(f'<tr class="skipped"><td>{esc(name)}</td>'
                         f'<td colspan="9">{esc(reason)}</td></tr>')
             continue
-        cells = ("DRIFT" if stage.name in failing else "ok", figures.images,
+        cells = ("DRIFT" if name in failing else "ok", figures.images,
                  f"{figures.before}→{figures.after}", figures.new, figures.lost,
                  figures.label_changes, fmt(figures.min_iou), fmt(figures.max_score_shift),
                  fmt(figures.max_edge_px))
-        status = ' class="bad"' if stage.name in failing else ""
-        rows.append(f"<tr><td>{esc(stage.name)}</td><td{status}>{esc(cells[0])}</td>"
+        status = ' class="bad"' if name in failing else ""
+        rows.append(f"<tr><td>{esc(name)}</td><td{status}>{esc(cells[0])}</td>"
                     + "".join(f"<td>{esc(v)}</td>" for v in cells[1:]) + "</tr>")
     changes = "".join(f"<li>{esc(line)}</li>" for line in change_lines(drift.changes, names))
     listing = f'<ul class="issues">{changes}</ul>' if changes else \

@@ -318,3 +318,16 @@ def test_a_baseline_of_other_images_is_one_line(real):
                          "--config", LEGACY_CFG, "--baseline", tmp / "m.json", "-q")
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert err.startswith(f"parity: error: {tmp / 'm.json'}: holds other images")
+
+
+def test_a_stage_only_in_the_baseline_is_named(whole, tmp_path):
+    """The baseline ran ncnn-fp16, this run did not: its row says so (terminal and HTML)."""
+    after = copy.deepcopy(whole)
+    after["stages"] = [row for row in after["stages"] if row["name"] != "ncnn-fp16"]
+    after["tolerances"].get("stages", {}).pop("ncnn-fp16", None)
+    report = drift_of(whole, after)
+    assert report.baseline.not_compared["ncnn-fp16"] == "only a stage of the baseline"
+    from parity.html_report import render_html
+
+    page = render_html(report, {}, ["a", "b", "c"])
+    assert "only a stage of the baseline" in page and "Drift from the baseline" in page
