@@ -140,8 +140,8 @@ class Verification:
             return ""
         worst = max(clamped, key=lambda c: c.shift_px)
         return (f"; {len(clamped)} shown detection{'s' if len(clamped) > 1 else ''} "
-                "cannot be drawn in the legacy layout (a right/bottom edge under half a stride "
-                "past the Plus cell centre is clamped to the firmware's centre, (x+0.5)*stride), "
+                "cannot be drawn in the legacy layout (its box must contain the firmware's cell "
+                "centre, (x+0.5)*stride; an edge short of it is clamped to that centre), "
                 f"worst {worst.describe(self.class_names)}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -285,40 +285,74 @@ class PlusToLegacy(nn.Module):
 
 @dataclass(frozen=True)
 class ClampedCell:
-    """A cell scoring >= the threshold whose right or bottom edge lies less than half a
-    stride past its Plus centre: the legacy layout shows that edge at the firmware's
-    centre, (x+0.5)*stride, instead (a box must contain the firmware's cell centre)."""
+    """A cell scoring >= the threshold with an edge the legacy layout cannot show: a box
+    must contain the firmware's cell centre, so that edge is shown at the centre instead.
 
-    level: int  # index into the levels (strides 8, 16, 32)
-    cell: int  # row-major cell index
+    Strides 8-32: a right or bottom edge under half a stride past the Plus centre (the
+    firmware's centre, (x+0.5)*stride, lies beyond it). A folded stride-64 prediction:
+    an edge under a quarter stride (16 px) from its centre on the side of the stride-32
+    cell it lands in (that cell's centre lies 16 px off the stride-64 centre).
+    """
+
+    level: int  # index into the Plus levels (strides 8, 16, 32, 64)
+    cell: int  # row-major cell index on that level
     stride: int
-    right: float  # Plus distances from the cell's centre, in strides
-    bottom: float
-
-    @property
-    def sides(self) -> dict[str, float]:
-        """The clamped sides with their Plus distances (strides)."""
-        return {side: d for side, d in (("right", self.right), ("bottom", self.bottom))
-                if d < HALF_STRIDE}
+    sides: dict[str, float]  # clamped side -> its Plus distance, in strides
+    limit: float  # distances below this (strides) are clamped
 
     @property
     def shift(self) -> float:
         """Net-input pixels the worst clamped edge moves outwards."""
-        return (HALF_STRIDE - min(self.right, self.bottom)) * self.stride
+        return (self.limit - min(self.sides.values())) * self.stride
+
+
+SIDES = ("left", "top", "right", "bottom")
+FOLD_LIMIT = 0.25  # strides of 64: a stride-32 cell's centre lies 16 px off the Plus centre
 
 
 def clamped_cells(levels: list[LevelOutput], threshold: float = 0.4) -> list[ClampedCell]:
-    """Cells of strides 8..32 scoring >= `threshold` that the rewrite clamps (see ClampedCell)."""
+    """Cells scoring >= `threshold` that the rewrite clamps (see ClampedCell); with a
+    stride-64 level, as `stride64='fold'` places its predictions."""
     found = []
     for index, level in enumerate(levels[:3]):
         hot = np.flatnonzero(level.cls.max(1) >= threshold)
         if hot.size == 0:
             continue
-        dist = expected_distances(level.dis[hot])
-        for cell, (right, bottom) in zip(hot, dist[:, 2:]):
-            if min(right, bottom) < HALF_STRIDE:
-                found.append(ClampedCell(index, int(cell), level.stride, float(right),
-                                         float(bottom)))
+        for cell, dist in zip(hot, expected_distances(level.dis[hot])):
+            sides = {side: float(d) for side, d in zip(SIDES[2:], dist[2:]) if d < HALF_STRIDE}
+            if sides:
+                found.append(ClampedCell(index, int(cell), level.stride, sides, HALF_STRIDE))
+    if len(levels) > 3:
+        found += _folded_clamps(levels[2], levels[3], threshold)
+    return found
+
+
+def _folded_clamps(s32: LevelOutput, s64: LevelOutput, threshold: float) -> list[ClampedCell]:
+    """Stride-64 cells scoring >= `threshold` whose prediction lands (`fold_stride64`: the
+    weakest of stride-32 cells 2X-1..2X, 2Y-1..2Y, within 1/FOLD_SHARPNESS, if it scores
+    higher) in a cell whose centre the box does not contain."""
+    own = s32.cls.max(1).reshape(s32.height, s32.width)
+    score64 = s64.cls.max(1)
+    found = []
+    for cell in np.flatnonzero(score64 >= threshold):
+        big_y, big_x = divmod(int(cell), s64.width)
+        rows = [y for y in (2 * big_y - 1, 2 * big_y) if 0 <= y < s32.height]
+        cols = [x for x in (2 * big_x - 1, 2 * big_x) if 0 <= x < s32.width]
+        block = own[np.ix_(rows, cols)]
+        left, top, right, bottom = expected_distances(s64.dis[cell:cell + 1])[0]
+        sides: dict[str, float] = {}
+        for y in rows:
+            for x in cols:
+                taken = own[y, x] - block.min() < 1 / FOLD_SHARPNESS and score64[cell] > own[y, x]
+                if not taken:
+                    continue
+                # cell 2X-1 (centre 16 px left of the Plus centre) shows the left edge from
+                # 16 px nearer; cell 2X the right edge; likewise top and bottom
+                facing = (("left", left) if x == 2 * big_x - 1 else ("right", right),
+                          ("top", top) if y == 2 * big_y - 1 else ("bottom", bottom))
+                sides.update({side: float(d) for side, d in facing if d < FOLD_LIMIT})
+        if sides:
+            found.append(ClampedCell(3, int(cell), s64.stride, sides, FOLD_LIMIT))
     return found
 
 
