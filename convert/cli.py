@@ -137,9 +137,9 @@ def print_summary(console: Console, result: ConvertResult) -> None:
         if stride64 is not None:
             table.add_row("stride 64", stride64)
         if check.residuals is not None:
-            table.add_row("residuals", f"{check.residuals['clamped']} cells scoring >= 0.4 had a "
-                          "right/bottom edge under half a stride from their Plus centre "
-                          f"(clamped); {check.residuals['competing']} stride-32 cells scoring "
+            table.add_row("residuals", f"{check.residuals['clamped']} cells scoring >= 0.4 had "
+                          "an edge the legacy layout cannot show (clamped to the firmware's "
+                          f"cell centre); {check.residuals['competing']} stride-32 cells scoring "
                           ">= 0.4 were also claimed by a stride-64 prediction")
     for note in result.notes:
         table.add_row("note", escape(note))
