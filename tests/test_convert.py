@@ -123,10 +123,18 @@ def test_converting_twice_is_byte_identical(tmp_path, small_checkpoints):
         assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
 
 
-def test_reshapes_keep_the_input_size_out(plus_folder):
+def test_reshapes_keep_the_input_size_out_but_on_the_fold_grids(plus_folder):
+    """Reshapes infer the cell count (0=-1), except on the stride-64 fold's path: its
+    softmax views return to the stride-32 and stride-64 grids, whose sizes (like the
+    parity its transposed convolutions assume) are the export's."""
     lines = [line.split() for line in (plus_folder / "model.param").read_text().splitlines()]
     reshapes = [line for line in lines if line and line[0] == "Reshape"]
-    assert len(reshapes) >= 6 and all("0=-1" in line for line in reshapes)
+    manifest = json.loads((plus_folder / "manifest.json").read_text())
+    width, height = manifest["input"]["width"], manifest["input"]["height"]
+    fold_widths = {width // 32, width // 64, (width // 64) * (height // 64)}
+    baked = [line for line in reshapes if "0=-1" not in line]
+    assert len(reshapes) >= 6 and len(baked) == 3
+    assert {int(next(p for p in line if p.startswith("0="))[2:]) for line in baked} == fold_widths
 
 
 def fail_when(reported: str, error: BaseException):
