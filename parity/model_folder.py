@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
+from heads.untrusted import nonblocking, regular_only
 from parity.json_shape import (
     ShapeError,
     boolean,
@@ -155,9 +156,11 @@ class ModelFolder:
 
 def read_json_object(path: Path, missing: str = "missing from the model folder"
                      ) -> dict[str, Any]:
-    """A JSON file holding an object, or a one-line InputError naming it."""
+    """A JSON file holding an object, or a one-line InputError naming it (a FIFO, device or
+    folder is refused unread)."""
     try:
-        data = json.loads(path.read_bytes())
+        with open(path, "rb", opener=nonblocking) as handle:
+            data = json.loads(regular_only(handle, path, "JSON").read())
     except FileNotFoundError:
         raise InputError(path, missing) from None
     except OSError as exc:

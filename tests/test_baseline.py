@@ -331,3 +331,14 @@ def test_a_stage_only_in_the_baseline_is_named(whole, tmp_path):
 
     page = render_html(report, {}, ["a", "b", "c"])
     assert "only a stage of the baseline" in page and "Drift from the baseline" in page
+
+
+def test_a_fifo_report_is_refused_unread(whole, tmp_path):
+    """A named pipe given as a report: one line, no wait for a writer."""
+    import os
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    good = write_reports(tmp_path, [whole], ["good.json"])[0]
+    code, out, err = run("diff", fifo, good)
+    assert code == 2 and out == "" and "is a FIFO (named pipe), not a JSON file" in err
