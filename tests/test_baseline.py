@@ -342,3 +342,13 @@ def test_a_fifo_report_is_refused_unread(whole, tmp_path):
     good = write_reports(tmp_path, [whole], ["good.json"])[0]
     code, out, err = run("diff", fifo, good)
     assert code == 2 and out == "" and "is a FIFO (named pipe), not a JSON file" in err
+
+
+def test_a_baseline_of_another_schema_version_is_refused_before_the_run(real):
+    old = json.loads((real["tmp"] / "m.json").read_text())
+    old["schema_version"] = 2
+    (real["tmp"] / "v2.json").write_text(json.dumps(old))
+    code, out, err = run("check", LEGACY_PTH, real["legacy"], "--synthetic", "0",
+                         "--config", LEGACY_CFG, "--baseline", real["tmp"] / "v2.json", "-q")
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err == f"parity: error: {real['tmp'] / 'v2.json'}: schema version 2 is not 3\n"
