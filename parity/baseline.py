@@ -19,7 +19,9 @@ from typing import Any
 from common.errors import InputError
 from heads.decode import Detections
 from parity.detection_stats import BANDS, detections_from_list
+from parity.gate import baseline_checks, evaluate, verdict
 from parity.match import Matching, match_detections
+from parity.report import read_report
 from parity.report_types import (
     DIFF_SCHEMA,
     DIFF_SCHEMA_VERSION,
@@ -219,8 +221,6 @@ def compare_reports(baseline: Report, current: Report, tolerances: Tolerances,
 def with_baseline(report: Report, baseline: Report, baseline_path: Path) -> Report:
     """`report` compared with `baseline` (read from `baseline_path`): its drift, and a
     gate holding the baseline checks beside the parity checks."""
-    from parity.gate import evaluate
-
     drift = compare_reports(baseline, report, report.tolerances,
                             (baseline_path.name, THIS_RUN), baseline_path,
                             subset=report.images.shard is not None)
@@ -239,8 +239,6 @@ def merge_baseline(merged: Report, shards: list[tuple[Path, Report]], baseline_p
             raise InputError(compared, "was checked against a baseline: give `parity merge "
                              "--baseline` the same report to compare the merged run with it")
         return merged
-    from parity.report import read_report
-
     return with_baseline(merged, read_report(baseline_path), baseline_path)
 
 
@@ -248,8 +246,6 @@ def diff_reports(before: tuple[Path, Report], after: tuple[Path, Report],
                  tolerances: Tolerances) -> DiffDocument:
     """`parity diff A B`: the drift from report A to report B on the same frames, gated
     by `tolerances`' [baseline] limits, in B's stage order."""
-    from parity.gate import baseline_checks, verdict
-
     (path_a, report_a), (path_b, report_b) = before, after
     drift = compare_reports(report_a, report_b, tolerances, (path_a.name, path_b.name), path_a)
     checks = [check for row in report_b.stages
