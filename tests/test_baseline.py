@@ -352,3 +352,45 @@ def test_a_baseline_of_another_schema_version_is_refused_before_the_run(real):
                          "--config", LEGACY_CFG, "--baseline", real["tmp"] / "v2.json", "-q")
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert err == f"parity: error: {real['tmp'] / 'v2.json'}: schema version 2 is not 3\n"
+
+
+DRIFT_PROBE = """<script>
+const section = [...document.querySelectorAll('section')].find(
+  s => s.querySelector('h2').textContent === 'Drift from the baseline');
+const rows = [...section.querySelectorAll('tbody tr')].map(tr => [...tr.children].map(
+  td => [td.textContent, getComputedStyle(td).backgroundColor]));
+const pre = document.createElement('pre');
+pre.id = 'drift';
+pre.textContent = JSON.stringify({rows, changes: [...section.querySelectorAll('li')].map(
+  li => li.textContent)});
+document.body.appendChild(pre);
+</script>"""
+
+
+def test_the_drift_section_renders_in_chromium(whole, tmp_path):
+    """In a real browser: one row per stage, the drifting stage's status red, its change
+    listed by class name."""
+    import html
+    import re
+
+    from parity.html_report import render_html
+    from tests.test_html_report import RED_CELL, find_chromium, run_chromium
+
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("no chromium: `apt-get install -y chromium` to render the page headless")
+    before = edited(whole, "onnx", 1, _add)
+    page = tmp_path / "drift.html"
+    page.write_text(render_html(drift_of(before, whole), {}, ["cat", "dog", "bird"])
+                    .replace("</body>", DRIFT_PROBE + "</body>"))
+    result = run_chromium(browser, tmp_path, ["--dump-dom"], page)
+    found = re.search(r'<pre id="drift">(.*?)</pre>', result.stdout, re.DOTALL)
+    assert found, result.stderr[-800:]
+    measured = json.loads(html.unescape(found.group(1)))
+    status = {row[0][0]: row[1] for row in measured["rows"]}
+    assert list(status) == [row["name"] for row in whole["stages"]]
+    assert status["onnx"] == ["DRIFT", RED_CELL] and status["torch"][0] == "ok"
+    assert status["torch"][1] != RED_CELL
+    assert measured["changes"] == change_lines(drift_of(before, whole).baseline.changes,
+                                               ["cat", "dog", "bird"])
+    assert measured["changes"][0].startswith("onnx photo-01.jpg lost: dog 0.900")
