@@ -30,6 +30,7 @@ from parity.model_folder import ModelFolder, read_model_folder
 from parity.records import CheckInputs, CheckRun, run_records
 from parity.report import read_report
 from parity.report_files import check_report_paths, write_atomically
+from parity.report_types import Report
 
 PathLike = str | Path
 Frames = Sequence[tuple[str, np.ndarray]]  # (name, BGR uint8 image)
@@ -104,6 +105,8 @@ def check(checkpoint: PathLike, model_dir: PathLike, images: PathLike | Frames |
     folder = read_model_folder(model_dir)
     photos, source = chosen_photos(images, synthetic, strict)
     photos = select_shard(photos, shard)
+    if earlier is not None and shard is None:
+        refuse_too_few_photos(baseline_path, earlier, len(photos))
     inputs = CheckInputs(checkpoint, model_dir, config_path,
                          frozenset(only) if only is not None else None)
     run = run_records(inputs, photos, workers, progress)
@@ -169,6 +172,15 @@ def select_shard(photos: list[Photo], shard: tuple[int, int] | None) -> list[Pho
         raise InputError("--shard", f"{index}/{count} selects none of the {len(photos)} images: "
                          "an empty check cannot pass")
     return chosen
+
+
+def refuse_too_few_photos(baseline_path: Path, earlier: Report, photos: int) -> None:
+    """A whole run of fewer photos than the baseline's frames cannot hold them all: refused
+    before the run (other images of the same count are found once the frames are hashed)."""
+    if photos < earlier.images.count:
+        raise InputError(baseline_path, f"holds other images: its {earlier.images.count} "
+                         f"frames cannot all be among this run's {photos} photos; a baseline "
+                         "must come from the same images")
 
 
 def refuse_empty_or_skipped(run: CheckRun, images: PathLike | Frames | None,

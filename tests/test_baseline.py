@@ -313,11 +313,21 @@ def test_a_retrained_checkpoint_drifts_and_the_report_says_so(real):
 
 
 def test_a_baseline_of_other_images_is_one_line(real):
+    """Other photos of as many frames: refused once hashed; fewer photos than the
+    baseline's frames: refused before the run."""
     tmp = real["tmp"]
     code, out, err = run("check", LEGACY_PTH, real["legacy"], "--synthetic", "0",
                          "--config", LEGACY_CFG, "--baseline", tmp / "m.json", "-q")
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert err.startswith(f"parity: error: {tmp / 'm.json'}: holds other images")
+    one = tmp / "one-photo"
+    one.mkdir(exist_ok=True)
+    (one / "astronaut.jpg").write_bytes((IMAGES / "astronaut.jpg").read_bytes())
+    progress: list[int] = []
+    with pytest.raises(InputError, match="its 2 frames cannot all be among this run's 1"):
+        parity.check(LEGACY_PTH, real["legacy"], one, config=LEGACY_CFG,
+                     baseline=tmp / "m.json", progress=lambda done, total: progress.append(done))
+    assert progress == []  # no image ran
 
 
 def test_a_stage_only_in_the_baseline_is_named(whole, tmp_path):
