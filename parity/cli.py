@@ -186,7 +186,7 @@ def diff(before: Path, after: Path, output: Path | None, tolerances: Path | None
     """What changed from report BEFORE to report AFTER (same images): new, lost and shifted
     detections per stage, one line each on stdout; exit 1 if beyond the [baseline] limits."""
     from parity.baseline import diff_reports
-    from parity.drift_report import change_lines, drift_table, sides_line
+    from parity.drift_report import change_lines, print_drift_table
     from parity.gate import read_tolerances
     from parity.report import read_report, write_document
     from parity.report_files import write_atomically
@@ -196,9 +196,8 @@ def diff(before: Path, after: Path, output: Path | None, tolerances: Path | None
     later = read_report(after)
     document = diff_reports((before, read_report(before)), (after, later), limits)
     console = stderr_console()
-    console.print(sides_line(document.drift), highlight=False, markup=False)
-    console.print(drift_table(document.drift, document.gate.checks,
-                              [row.name for row in later.stages]))
+    print_drift_table(document.drift, document.gate.checks,
+                      [row.name for row in later.stages], console)
     names = later.model_folder.class_names or ()
     for line in change_lines(document.drift.changes, names):
         click.echo(line)

@@ -90,12 +90,18 @@ def drift_table(drift: Drift, checks: list[Check], stage_names: Sequence[str]) -
     return table
 
 
+def print_drift_table(drift: Drift, checks: list[Check], stage_names: Sequence[str],
+                      console: Console) -> None:
+    """The runs compared and the drift table."""
+    console.print(escape(sides_line(drift)))
+    console.print(drift_table(drift, checks, stage_names))
+
+
 def print_drift(drift: Drift, checks: list[Check], stage_names: Sequence[str],
                 names: Sequence[str], console: Console,
                 limit: int | None = CHANGE_LINES_SHOWN) -> None:
     """The runs compared, the drift table and up to `limit` change lines (None: all)."""
-    console.print(escape(sides_line(drift)))
-    console.print(drift_table(drift, checks, stage_names))
+    print_drift_table(drift, checks, stage_names, console)
     lines = change_lines(drift.changes, names)
     shown = lines if limit is None else lines[:limit]
     for line in shown:
