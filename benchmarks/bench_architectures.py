@@ -13,9 +13,11 @@ ratio compares two exports of the same graph (a measure of the noise).
 
 A second instance of the native export runs in the same rounds: its ratio to the
 first (`native_again_percent`) is the spread between two loaded copies of one graph,
-the noise floor under `legacy_over_native_percent`. (Timing only the layers after the
-head's last convolutions was tried and dropped: two legacy graphs with the same tail
-time differed by 2 % as whole models, so the whole model is what is measured.)
+the noise floor under `legacy_over_native_percent`. The whole model is measured, not
+the layers after the head's last convolutions alone: what a layer costs inside a whole
+run can differ from what it costs alone (a full Deconvolution, whose matrix-multiply
+set-up cost next to nothing alone, cost 2-3 % of the whole NanoDet-Plus-m; see
+heads/plus_to_legacy.py).
 
     python benchmarks/bench_architectures.py [--runs 200] [--only NAME ...] [--json out.json]
 """

@@ -8,7 +8,10 @@ Plus boxes.
 Every op here exists in the firmware's ncnn (early 2021) and no tensor has more
 than 3 dims after the batch dim. The max over classes is a max pooling, not
 `torch.amax`, whose Reduction that ncnn reads on other axes. The stride-64 fold
-is kept to few layers: each small ncnn layer costs microseconds of overhead.
+places cells with depthwise transposed convolutions only: current ncnn runs a full
+Deconvolution through its general matrix multiply, whose fixed cost on these few
+cells measured 2-3 % of the whole NanoDet-Plus-m in pip ncnn (one 1->1 channel
+Deconvolution alone cost as much); the depthwise form costs next to nothing.
 """
 
 from __future__ import annotations
@@ -34,16 +37,18 @@ HALF_STRIDE = 0.5  # the firmware's cell centre lies this far right of and below
 Stride64 = Literal["fold", "drop"]
 
 
-def class_max_pair(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Two [1, C, H, W] -> [1, 2, H, W]: each one's best class score per cell, in one pool.
+def class_max_pair(first: torch.Tensor, second: torch.Tensor,
+                   classes: int | None = None) -> torch.Tensor:
+    """Two [1, K, H, W] -> [1, 2, H, W]: the max over the first `classes` channels (all by
+    default) of each, per cell, in one pool.
 
-    Classes moved innermost side by side and max-pooled (1 x C) with stride C: exact,
-    and safe where torch.amax would export to a Reduction whose axes the firmware's
-    ncnn reads differently.
+    Channels moved innermost side by side and max-pooled (1 x classes) with stride K:
+    exact, and safe where torch.amax would export to a Reduction whose axes the
+    firmware's ncnn reads differently.
     """
-    classes = first.shape[1]
+    width = first.shape[1]
     inner = torch.cat([first, second], 1).permute(0, 2, 3, 1)
-    pooled = F.max_pool2d(inner, kernel_size=(1, classes), stride=(1, classes))
+    pooled = F.max_pool2d(inner, kernel_size=(1, classes or width), stride=(1, width))
     return pooled.permute(0, 3, 1, 2)
 
 
@@ -70,14 +75,14 @@ def side_softmax_flat(dis: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def _expectation_conv(bins: int, scale: float, shift: tuple[float, ...],
-                      ones: bool = False) -> nn.Conv2d:
-    """1x1 conv: per side, scale * sum_k k * p_k + shift[side] (+ a channel of ones)."""
-    conv = nn.Conv2d(4 * bins, 5 if ones else 4, 1)
+                      ones: int = 0) -> nn.Conv2d:
+    """1x1 conv: per side, scale * sum_k k * p_k + shift[side], then `ones` channels of 1."""
+    conv = nn.Conv2d(4 * bins, 4 + ones, 1)
     with torch.no_grad():
         conv.weight.zero_()
         for side in range(4):
             conv.weight[side, side * bins:(side + 1) * bins, 0, 0] = scale * torch.arange(bins)
-        conv.bias.copy_(torch.tensor([*shift, 1.0] if ones else shift))
+        conv.bias.copy_(torch.tensor([*shift, *[1.0] * ones]))
     return conv.requires_grad_(False)
 
 
@@ -113,32 +118,48 @@ def _three_taps(weight: torch.Tensor) -> torch.Tensor:
     return F.pad(weight, (0, 1, 0, 1))
 
 
-def _fold_gate_conv() -> nn.Conv2d:
-    """1x1 conv on [score32, score64, -weakest32, unused] -> two gates before clamping:
-    K*(score64 - score32) and 1 - K*(score32 + -weakest32), K = FOLD_SHARPNESS."""
-    conv = nn.Conv2d(4, 2, 1)
-    k = FOLD_SHARPNESS
+def _centre_shifts() -> torch.Tensor:
+    """[4, 2, 2]: per side, what the distance from the Plus centre 64X gains when measured
+    from the firmware centre of output cell 2X-1 (tap 0) or 2X (tap 1), in strides of 32:
+    l, t grow by 0.5 on the far side of the centre, r, b shrink by as much."""
+    towards = torch.tensor([-0.5, 0.5])
+    across, down = towards.view(1, 2).expand(2, 2), towards.view(2, 1).expand(2, 2)
+    return torch.stack([across, down, -across, -down])
+
+
+def _fold_placement(classes: int) -> torch.Tensor:
+    """Depthwise ConvTranspose weight [C+8, 1, 3, 3] for [classes, 2d (4), ones (4)]:
+    classes and distances copied onto both stride-32 cells of each axis, each ones channel
+    turned into its side's centre shift (`_centre_shifts`)."""
+    taps = torch.ones(classes + 8, 1, 2, 2)
+    taps[classes + 4:, 0] = _centre_shifts()
+    return _three_taps(taps)
+
+
+def _moved_endpoints(classes: int, bins: int) -> nn.Conv2d:
+    """1x1 conv on placed [classes, d (4), shift (4)]: classes as they are, then
+    `_endpoint_conv(bins)` of D = d + shift."""
+    endpoints = _endpoint_conv(bins)
+    conv = nn.Conv2d(classes + 8, classes + 8, 1)
     with torch.no_grad():
         conv.weight.zero_()
-        conv.weight[0, 0, 0, 0], conv.weight[0, 1, 0, 0] = -k, k
-        conv.weight[1, 0, 0, 0], conv.weight[1, 2, 0, 0] = -k, -k
-        conv.bias.copy_(torch.tensor([0.0, 1.0]))
+        conv.weight[:classes, :classes] = torch.eye(classes)[:, :, None, None]
+        conv.weight[classes:, classes:classes + 4] = endpoints.weight
+        conv.weight[classes:, classes + 4:] = endpoints.weight  # the shift adds to d
+        conv.bias.copy_(torch.cat([torch.zeros(classes), endpoints.bias]))
     return conv.requires_grad_(False)
 
 
-def _distance_placement() -> torch.Tensor:
-    """ConvTranspose weight [5, 4, 2, 2]: copy l, t, r, b; the 5th (ones) input adds the
-    shift from the Plus centre to the firmware centre of output cell 2X-1 (k=0) or 2X (k=1).
-    """
-    weight = torch.zeros(5, 4, 2, 2)
-    for side in range(4):
-        weight[side, side] = 1.0
-    towards = torch.tensor([-0.5, 0.5])  # l, t grow by 0.5 on the far side of the centre
-    weight[4, 0] = towards.view(1, 2).expand(2, 2)  # left: by kx
-    weight[4, 1] = towards.view(2, 1).expand(2, 2)  # top: by ky
-    weight[4, 2] = -towards.view(1, 2).expand(2, 2)  # right
-    weight[4, 3] = -towards.view(2, 1).expand(2, 2)  # bottom
-    return weight
+def _score_gap_conv(channels: int) -> nn.Conv2d:
+    """1x1 conv on [score32, score64] -> K * (score64 - score32), K = FOLD_SHARPNESS, on
+    `channels` channels alike (the width of what it gates: a gate of one channel would
+    need broadcasting, which the firmware's ncnn does only in some shapes)."""
+    conv = nn.Conv2d(2, channels, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([-FOLD_SHARPNESS, FOLD_SHARPNESS]).view(1, 2, 1, 1)
+                          .expand(channels, 2, 1, 1))
+        conv.bias.zero_()
+    return conv.requires_grad_(False)
 
 
 def _compose(first: nn.Conv2d, second: nn.Conv2d) -> nn.Conv2d:
@@ -222,59 +243,71 @@ class PlusToLegacy(nn.Module):
         self.bins = head.reg_max + 1
         self.level_bins = tuple(k + 1 for k in output_reg_max(head.reg_max, stride64, compensate))
         self.expect = _expectation_conv(self.bins, 1.0, (0.5, 0.5, -0.5, -0.5))
-        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0), ones=True)
+        # stride 64: 2d in stride-32 units, and four channels of ones for the centre shifts
+        self.expect64 = _expectation_conv(self.bins, 2.0, (0.0, 0.0, 0.0, 0.0), ones=4)
         self.endpoints = nn.ModuleList(_endpoint_conv(b) for b in self.level_bins)
         self.spread = nn.ModuleList(_spread_conv(b) for b in self.level_bins)
-        # softmax probabilities -> endpoint masses in one 1x1 conv per unfolded level
+        # softmax probabilities -> endpoint masses in one 1x1 conv per level
         self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
-        self.register_buffer("place_classes", _three_taps(torch.ones(head.num_classes, 1, 2, 2)),
-                             persistent=False)
-        self.register_buffer("place_pair", _three_taps(torch.ones(2, 1, 2, 2)), persistent=False)
-        self.register_buffer("place_distances", _three_taps(_distance_placement()),
-                             persistent=False)
-        self.fold_gates = _fold_gate_conv()
+        width = head.num_classes + 8  # classes and endpoint masses, as the fold moves them
+        self.register_buffer("place64", _fold_placement(head.num_classes), persistent=False)
+        self.moved_endpoints = _moved_endpoints(head.num_classes, self.level_bins[2])
+        self.score_gap = _score_gap_conv(width)
+        self.register_buffer("block_spread", torch.ones(width, 1, 2, 2), persistent=False)
 
     @property
     def reg_max_out(self) -> tuple[int, ...]:
         """reg_max the firmware infers per level from the dis width."""
         return tuple(b - 1 for b in self.level_bins)
 
-    def fold_stride64(self, cls32: torch.Tensor, dist32: torch.Tensor, cls64: torch.Tensor,
-                      dist64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fold_stride64(self, own: torch.Tensor, cls64: torch.Tensor, dist64: torch.Tensor
+                      ) -> torch.Tensor:
         """Put each stride-64 prediction on the weakest of its four stride-32 cells.
 
         Stride-64 cell X belongs to stride-32 cells 2X-1 and 2X (likewise in y):
         the four cells whose firmware centres, 64X -+ 16 px, surround the Plus
         centre 64X. The prediction replaces the cell of that block whose own best
         score is lowest, if it scores higher, so it survives whenever it beats any
-        of the four and costs the fewest own predictions. `dist64` holds 2*d in
-        stride-32 units from the Plus centre and a channel of ones; the copy adds
-        -+0.5 per side according to the cell's side of the centre.
+        of the four and costs the fewest own predictions.
+
+        `own` is stride 32's [class probabilities, endpoint masses (8)]; `dist64` holds
+        2*d in stride-32 units from the Plus centre and four channels of ones, which the
+        placement turns into each cell's -+0.5 per side. Returns `own` with the taken
+        cells replaced by the moved predictions in the same form.
         """
-        cls_up = self._place(cls64, self.place_classes, cls32)
-        dist_up = self._place(dist64, self.place_distances, cls32)
-        scores = class_max_pair(cls32, cls_up)  # [score32, score64] per stride-32 cell
-        # -(lowest score32) per block {2X-1, 2X}: a max pool of -score, padded before, and
-        # placed back on the stride-32 cells (the score64 channel rides along unused)
-        minus_weakest = self._place(F.max_pool2d(F.pad(-scores, (1, 0, 1, 0), value=-2.0), 2, 2),
-                                    self.place_pair, cls32)
-        # one 1x1 conv (+ fused clip) gives both 0/1 gates: "scores higher", "is weakest"
-        gates = torch.clamp(self.fold_gates(torch.cat([scores, minus_weakest], 1)), 0.0, 1.0)
-        take = gates[:, :1] * gates[:, 1:]
-        return cls32 + take * (cls_up - cls32), dist32 + take * (dist_up - dist32)
+        moved = torch.clamp(self.moved_endpoints(self._place(torch.cat([cls64, dist64], 1),
+                                                            self.place64, own)),
+                            DISTRIBUTION_FLOOR, 1.0)
+        take = self._take(class_max_pair(own, moved, self.num_classes))
+        return own + take * (moved - own)
+
+    def _take(self, scores: torch.Tensor) -> torch.Tensor:
+        """1 where a stride-32 cell takes the stride-64 prediction, else 0, on every channel.
+
+        gap = K * (score64 - score32) per cell (K = FOLD_SHARPNESS); its max over the
+        block {2X-1, 2X} is the gap at the block's weakest cell, where `behind` (block
+        max - gap) is exactly 0; at the other cells it is K times their lead, >= 1 unless
+        they lead by under 1/K. take = clamp(min(gap, 1 - behind)): 1 at the weakest cell
+        when score64 beats it by 1/K, 0 elsewhere; closer scores blend. `behind` is taken
+        before the 1 is added: at fp16 precision a gap of thousands would swallow it.
+        """
+        gap = self.score_gap(scores)
+        block_max = F.max_pool2d(gap, 2, 2, padding=1)  # blocks {2X-1, 2X}: padded before
+        spread = F.conv_transpose2d(block_max, self.block_spread, stride=2, padding=1,
+                                    groups=gap.shape[1],
+                                    output_padding=(gap.shape[2] % 2, gap.shape[3] % 2))
+        behind = spread - gap
+        return torch.clamp(torch.minimum(gap, 1.0 - behind), 0.0, 1.0)
 
     @staticmethod
     def _place(x: torch.Tensor, weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """ConvTranspose k=3 (third tap zero), s=2, pad=1: cell X -> cells 2X-1, 2X.
-
-        The output padding makes the stride-32 grid size, odd or even, without a
-        Padding layer.
-        """
-        groups = x.shape[1] if weight.shape[1] == 1 and weight.shape[0] == x.shape[1] else 1
+        """Depthwise ConvTranspose k=3 (third tap zero), s=2, pad=1: cell X -> cells 2X-1,
+        2X. The output padding makes the stride-32 grid size, odd or even, without a
+        Padding layer."""
         pad_h = like.shape[2] - (2 * x.shape[2] - 1)  # 1 for even stride-32 grids, 0 for odd
         pad_w = like.shape[3] - (2 * x.shape[3] - 1)
         return F.conv_transpose2d(x, weight, stride=2, padding=1,
-                                  output_padding=(pad_h, pad_w), groups=groups)
+                                  output_padding=(pad_h, pad_w), groups=x.shape[1])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.from_levels(self.model(x))
@@ -289,10 +322,13 @@ class PlusToLegacy(nn.Module):
                 continue
             if index == 2 and self.fold:  # the fold places cells on the grid
                 cls64_logits, dis64 = levels[3]
-                dist64 = self.expect64(side_softmax(dis64, self.bins))
-                cls, dist = self.fold_stride64(cls, self.expect(side_softmax(dis, self.bins)),
-                                               torch.sigmoid(cls64_logits), dist64)
-                dis_out = distance_logits(self.endpoints[index], self.spread[index], dist)
+                masses = torch.clamp(self.direct[index](side_softmax(dis, self.bins)),
+                                     DISTRIBUTION_FLOOR, 1.0)
+                folded = self.fold_stride64(torch.cat([cls, masses], 1),
+                                            torch.sigmoid(cls64_logits),
+                                            self.expect64(side_softmax(dis64, self.bins)))
+                cls = folded[:, :self.num_classes]
+                dis_out = self.spread[index](torch.log(folded[:, self.num_classes:]))
             else:
                 dis_out = distance_logits(self.direct[index], self.spread[index],
                                           side_softmax_flat(dis, self.bins))

@@ -9,7 +9,12 @@ import torch
 from heads.decode import expected_distances, levels_from_logits
 from heads.detector import build_detector
 from heads.loader import load_detector
-from heads.plus_to_legacy import PlusToLegacy, class_max_pair, distance_logits
+from heads.plus_to_legacy import (
+    FOLD_SHARPNESS,
+    PlusToLegacy,
+    class_max_pair,
+    distance_logits,
+)
 from parity.detect import legacy_layout_detections, native_detections
 from parity.match import match_detections
 from parity.preprocess import frame_to_tensor
@@ -86,6 +91,41 @@ def test_class_max_pair_matches_amax():
     first, second = torch.randn(1, 81, 5, 7), torch.randn(1, 81, 5, 7)
     assert torch.equal(class_max_pair(first, second),
                        torch.cat([first.amax(1, keepdim=True), second.amax(1, keepdim=True)], 1))
+
+
+
+def weakest_cells_taking(score32: np.ndarray, score64: np.ndarray) -> np.ndarray:
+    """Where the fold puts stride 64, computed plainly: per block {2X-1, 2X} x {2Y-1, 2Y}
+    of stride-32 cells, its weakest cell, if the stride-64 score beats it."""
+    taken = np.zeros_like(score32)
+    for big_y, big_x in np.ndindex(score64.shape):
+        rows = [y for y in (2 * big_y - 1, 2 * big_y) if 0 <= y < score32.shape[0]]
+        cols = [x for x in (2 * big_x - 1, 2 * big_x) if 0 <= x < score32.shape[1]]
+        block = score32[np.ix_(rows, cols)]
+        y, x = np.unravel_index(np.argmin(block), block.shape)
+        taken[rows[y], cols[x]] = score64[big_y, big_x] > block[y, x]
+    return taken
+
+
+@pytest.mark.parametrize("grid", [(8, 10), (7, 11), (13, 13), (1, 2)])
+def test_the_fold_takes_the_weakest_cell_of_each_block(grid):
+    """Odd and even stride-32 grids (the last row/column of an even one belongs to no
+    stride-64 cell); scores apart by more than 1/FOLD_SHARPNESS, so no cell blends."""
+    rng = np.random.default_rng(sum(grid))
+    height, width = grid
+    small = ((height + 1) // 2, (width + 1) // 2)
+    score32 = rng.permutation(height * width).reshape(grid) / (height * width)
+    score64 = rng.uniform(0, 1, small) + 2 / FOLD_SHARPNESS
+    wrapper = PlusToLegacy(build_detector(small_spec(True)), "fold")
+    placed = np.zeros(grid)  # score64 on its cells 2X-1, 2X; 0 where no stride-64 cell is
+    for big_y, big_x in np.ndindex(small):
+        placed[max(2 * big_y - 1, 0):2 * big_y + 1, max(2 * big_x - 1, 0):2 * big_x + 1] = \
+            score64[big_y, big_x]
+    scores = torch.from_numpy(np.stack([score32, placed])[None].astype(np.float32))
+    with torch.no_grad():
+        take = wrapper._take(scores)[0].numpy()
+    assert np.all(take == take[:1])  # alike on every channel it gates
+    np.testing.assert_array_equal(take[0], weakest_cells_taking(score32, score64))
 
 
 def test_rewrite_rejects_a_legacy_model():
