@@ -7,8 +7,9 @@ activations have realistic scale; the head's last convs random, as latency does 
 depend on them), converted twice without verification for
 `--target ncnn-latest` at 320x256 (the config's own size where the architecture fixes
 it: TAN): native layout and `--legacy-head`. Latency: 1 thread, fp32, interleaved
-rounds of 10 runs (benchmarks/bench_convert.py), the ratio legacy / native as the
-median of the per-round ratios. A legacy NanoDet-m head has one layout only, so its
+rounds of 10 runs in a fresh process (benchmarks/bench_convert.py,
+`fresh_latency_rounds`: the conversions leave this one's heap fragmented), the ratio
+legacy / native as the median of the per-round ratios. A legacy NanoDet-m head has one layout only, so its
 ratio compares two exports of the same graph (a measure of the noise).
 
 A second instance of the native export runs in the same rounds: its ratio to the
@@ -16,8 +17,8 @@ first (`native_again_percent`) is the spread between two loaded copies of one gr
 the noise floor under `legacy_over_native_percent`. The whole model is measured, not
 the layers after the head's last convolutions alone: what a layer costs inside a whole
 run can differ from what it costs alone (a full Deconvolution, whose matrix-multiply
-set-up cost next to nothing alone, cost 2-3 % of the whole NanoDet-Plus-m; see
-heads/plus_to_legacy.py).
+set-up cost next to nothing alone, cost 1.5-2.5 % of the whole seeded NanoDet-Plus-m
+320; see heads/plus_to_legacy.py).
 
     python benchmarks/bench_architectures.py [--runs 200] [--only NAME ...] [--json out.json]
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_convert import latency_rounds, paired_overhead_percent
+from benchmarks.bench_convert import fresh_latency_rounds, paired_overhead_percent
 from convert import ConvertResult, convert_checkpoint
 from tests.test_architectures import OFFICIAL, seeded_checkpoint, small_config
 
@@ -48,7 +49,7 @@ def timed_convert(checkpoint: Path, config: Path, output: Path, legacy: bool,
 
 
 def model_entry(result: ConvertResult) -> tuple:
-    """(param, bin, input name, output names) for latency_rounds."""
+    """(param, bin, input name, output names) for fresh_latency_rounds."""
     folder, manifest = result.folder, result.manifest
     return (folder / "model.param", folder / "model.bin", manifest["input"]["name"],
             manifest["outputs"])
@@ -61,7 +62,7 @@ def bench_one(name: str, folder: Path, runs: int) -> dict:
     seeded_checkpoint(config, checkpoint, size, clear_detections=False)
     native, native_s = timed_convert(checkpoint, config, folder / "native", False, size)
     legacy, legacy_s = timed_convert(checkpoint, config, folder / "legacy", True, size)
-    rounds = latency_rounds({"native": model_entry(native), "legacy": model_entry(legacy),
+    rounds = fresh_latency_rounds({"native": model_entry(native), "legacy": model_entry(legacy),
                              "native again": model_entry(native)}, runs, fp16=False)
     return {"config": name, "input": f"{size[0]}x{size[1]}",
             "convert_s": {"native": round(native_s, 2), "legacy": round(legacy_s, 2)},
