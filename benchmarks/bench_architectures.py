@@ -12,21 +12,25 @@ rounds of 10 runs in a fresh process (benchmarks/bench_convert.py,
 legacy / native as the median of the per-round ratios. A legacy NanoDet-m head has one layout only, so its
 ratio compares two exports of the same graph (a measure of the noise).
 
-A second instance of the native export runs in the same rounds: its ratio to the
-first (`native_again_percent`) is the spread between two loaded copies of one graph,
-the noise floor under `legacy_over_native_percent`. The whole model is measured, not
-the layers after the head's last convolutions alone: what a layer costs inside a whole
-run can differ from what it costs alone (a full Deconvolution, whose matrix-multiply
-set-up cost next to nothing alone, cost 1.5-2.5 % of the whole seeded NanoDet-Plus-m
-320; see heads/plus_to_legacy.py).
+Two loaded copies of one graph can differ by 1-2 % for as long as they are loaded, so
+each model is loaded `--copies` times (3) and each round takes the mean over its
+copies. A second group of native copies runs in the same rounds: its ratio to the
+first (`native_again_percent`) is the noise floor under `legacy_over_native_percent`.
 
-    python benchmarks/bench_architectures.py [--runs 200] [--only NAME ...] [--json out.json]
+The whole model is measured, not the layers after the head's last convolutions alone:
+what a layer costs inside a whole run can differ from what it costs alone (a full
+Deconvolution, whose matrix-multiply set-up cost next to nothing alone, cost 1.5-2.5 %
+of the whole seeded NanoDet-Plus-m 320; see heads/plus_to_legacy.py).
+
+    python benchmarks/bench_architectures.py [--runs 200] [--copies 3] [--only NAME ...]
+        [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -55,22 +59,31 @@ def model_entry(result: ConvertResult) -> tuple:
             manifest["outputs"])
 
 
-def bench_one(name: str, folder: Path, runs: int) -> dict:
+def mean_over_copies(rounds: dict[str, list[float]], model: str, copies: int) -> list[float]:
+    """Per round, the mean ms of the loaded copies `model#0` .. `model#{copies-1}`."""
+    per_copy = [rounds[f"{model}#{i}"] for i in range(copies)]
+    return [statistics.fmean(times) for times in zip(*per_copy)]
+
+
+def bench_one(name: str, folder: Path, runs: int, copies: int) -> dict:
     size = OFFICIAL[name]
     config = small_config(name, folder)
     checkpoint = folder / f"{Path(name).stem}.pth"
     seeded_checkpoint(config, checkpoint, size, clear_detections=False)
     native, native_s = timed_convert(checkpoint, config, folder / "native", False, size)
     legacy, legacy_s = timed_convert(checkpoint, config, folder / "legacy", True, size)
-    rounds = fresh_latency_rounds({"native": model_entry(native), "legacy": model_entry(legacy),
-                             "native again": model_entry(native)}, runs, fp16=False)
-    return {"config": name, "input": f"{size[0]}x{size[1]}",
+    entries = {"native": model_entry(native), "legacy": model_entry(legacy),
+               "native again": model_entry(native)}
+    rounds = fresh_latency_rounds({f"{model}#{i}": entry for i in range(copies)
+                                   for model, entry in entries.items()}, runs, fp16=False)
+    means = {model: mean_over_copies(rounds, model, copies) for model in entries}
+    return {"config": name, "input": f"{size[0]}x{size[1]}", "copies": copies,
             "convert_s": {"native": round(native_s, 2), "legacy": round(legacy_s, 2)},
             "legacy_stage_s": legacy.manifest.get("stage_seconds"),
-            "native_ms": round(min(rounds["native"]), 3),
-            "legacy_ms": round(min(rounds["legacy"]), 3),
-            "legacy_over_native_percent": paired_overhead_percent(rounds, "legacy", "native"),
-            "native_again_percent": paired_overhead_percent(rounds, "native again", "native")}
+            "native_ms": round(min(means["native"]), 3),
+            "legacy_ms": round(min(means["legacy"]), 3),
+            "legacy_over_native_percent": paired_overhead_percent(means, "legacy", "native"),
+            "native_again_percent": paired_overhead_percent(means, "native again", "native")}
 
 
 def warm_up(folder: Path) -> None:
@@ -86,6 +99,8 @@ def warm_up(folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--copies", type=int, default=3,
+                        help="loaded copies of each model, averaged per round")
     parser.add_argument("--only", nargs="*", default=None, help="config file names")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -95,7 +110,7 @@ def main() -> None:
     for name in args.only or list(OFFICIAL):
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                row = bench_one(name, Path(tmp), args.runs)
+                row = bench_one(name, Path(tmp), args.runs, args.copies)
             except Exception as exc:  # noqa: BLE001 - one failing must not hide the others
                 row = {"config": name, "error": f"{type(exc).__name__}: {exc}"}
         rows.append(row)
