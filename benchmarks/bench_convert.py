@@ -117,7 +117,6 @@ def latency_rounds(models: dict[str, tuple], runs: int, fp16: bool) -> dict[str,
                               runs)
 
 
-
 def fresh_latency_rounds(models: dict[str, tuple], runs: int, fp16: bool
                          ) -> dict[str, list[float]]:
     """`latency_rounds` in a new interpreter, as an application would run the models.

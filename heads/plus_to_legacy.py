@@ -153,8 +153,9 @@ def _moved_endpoints(classes: int, bins: int) -> nn.Conv2d:
 
 def _score_gap_conv(channels: int) -> nn.Conv2d:
     """1x1 conv on [score32, score64] -> K * (score64 - score32), K = FOLD_SHARPNESS, on
-    `channels` channels alike (the width of what it gates: a gate of one channel would
-    need broadcasting, which the firmware's ncnn does only in some shapes)."""
+    `channels` channels alike, the width of what it gates: the transposed conv that
+    spreads its block max exports as a depthwise one only with more than one channel,
+    and a full Deconvolution is what the fold avoids (module docstring)."""
     conv = nn.Conv2d(2, channels, 1)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([-FOLD_SHARPNESS, FOLD_SHARPNESS]).view(1, 2, 1, 1)

@@ -93,7 +93,6 @@ def test_class_max_pair_matches_amax():
                        torch.cat([first.amax(1, keepdim=True), second.amax(1, keepdim=True)], 1))
 
 
-
 def weakest_cells_taking(score32: np.ndarray, score64: np.ndarray) -> np.ndarray:
     """Where the fold puts stride 64, computed plainly: per block {2X-1, 2X} x {2Y-1, 2Y}
     of stride-32 cells, its weakest cell, if the stride-64 score beats it."""
