@@ -9,8 +9,9 @@ depend on them), converted twice without verification for
 it: TAN): native layout and `--legacy-head`. Latency: 1 thread, fp32, interleaved
 rounds of 10 runs in a fresh process (benchmarks/bench_convert.py,
 `fresh_latency_rounds`: the conversions leave this one's heap fragmented), the ratio
-legacy / native as the median of the per-round ratios. A legacy NanoDet-m head has one layout only, so its
-ratio compares two exports of the same graph (a measure of the noise).
+legacy / native as the median of the per-round ratios. A legacy NanoDet-m head has one
+layout only, so its ratio compares two exports of the same graph (a measure of the
+noise).
 
 Two loaded copies of one graph can differ by 1-2 % for as long as they are loaded, so
 each model is loaded `--copies` times (3) and each round takes the mean over its

@@ -137,10 +137,9 @@ def _fold_placement(classes: int) -> torch.Tensor:
     return _three_taps(taps)
 
 
-def _moved_endpoints(classes: int, bins: int) -> nn.Conv2d:
+def _moved_endpoints(classes: int, endpoints: nn.Conv2d) -> nn.Conv2d:
     """1x1 conv on placed [classes, d (4), shift (4)]: classes as they are, then
-    `_endpoint_conv(bins)` of D = d + shift."""
-    endpoints = _endpoint_conv(bins)
+    `endpoints` (an `_endpoint_conv`) of D = d + shift."""
     conv = nn.Conv2d(classes + 8, classes + 8, 1)
     with torch.no_grad():
         conv.weight.zero_()
@@ -253,7 +252,7 @@ class PlusToLegacy(nn.Module):
         self.direct = nn.ModuleList(_compose(self.expect, conv) for conv in self.endpoints)
         width = head.num_classes + 8  # classes and endpoint masses, as the fold moves them
         self.register_buffer("place64", _fold_placement(head.num_classes), persistent=False)
-        self.moved_endpoints = _moved_endpoints(head.num_classes, self.level_bins[2])
+        self.moved_endpoints = _moved_endpoints(head.num_classes, self.endpoints[2])
         self.score_gap = _score_gap_conv(width)
         self.register_buffer("block_spread", torch.ones(width, 1, 2, 2), persistent=False)
 
