@@ -137,7 +137,6 @@ def test_reshapes_keep_the_input_size_out_but_on_the_fold_grids(plus_folder):
     assert {int(next(p for p in line if p.startswith("0="))[2:]) for line in baked} == fold_widths
 
 
-
 def test_the_fold_places_cells_with_depthwise_deconvolutions_only(plus_folder):
     """A full Deconvolution runs through current ncnn's matrix multiply, whose fixed cost
     on a few cells was 1.5-2.5 % of the whole seeded NanoDet-Plus-m 320 (README,
